@@ -1,0 +1,73 @@
+//! The HTTP listener on `API_PORT`: health, readiness, metrics, and the `/api` routes that each
+//! feature module contributes. Cross-cutting layers live here: request tracing, metrics, body
+//! limits, security headers, JSON errors for unknown routes.
+
+mod error;
+mod health;
+pub mod metrics;
+
+pub use error::{ApiError, ApiResult, ErrorBody};
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::app::AppState;
+
+/// A JSON body whose rejection answers in the API's error shape.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// The whole HTTP application of `API_PORT`.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let security_headers = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CONTENT_SECURITY_POLICY, "default-src 'self'; frame-ancestors 'none'"),
+        (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
+    ];
+    let mut app = Router::new()
+        .merge(health::routes())
+        .fallback(|| async { ApiError::not_found("No such route.") })
+        .with_state(state.clone())
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state, record_request));
+    for (name, value) in security_headers {
+        app = app.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)));
+    }
+    app.layer(
+        TraceLayer::new_for_http().make_span_with(
+            |req: &Request| tracing::info_span!("http", method = %req.method(), path = %req.uri().path()),
+        ),
+    )
+}
+
+/// Counts each request and its latency under its route pattern (never the raw path, which
+/// would let a scanner create unbounded label values).
+async fn record_request(State(_state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let route =
+        request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    metrics::record_http(&method, &route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// How long a request may take before the client is told 503; streams are exempt (they set their own).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,0 +1,11 @@
+//! Nexus: a self-hosted AI home-server daemon. See README.md and DESIGN.md.
+
+pub mod agent;
+pub mod api;
+pub mod app;
+pub mod bus;
+pub mod config;
+pub mod doctor;
+pub mod secrets;
+pub mod store;
+pub mod tools;

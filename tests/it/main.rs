@@ -1,0 +1,7 @@
+//! The integration suite: one test binary (one link), real SQLite, PostgreSQL and Redis.
+
+mod bus_conformance;
+mod crash;
+mod daemon;
+mod store_conformance;
+mod support;
