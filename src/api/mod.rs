@@ -17,6 +17,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
 
@@ -31,6 +32,13 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
     }
 }
 
+/// Every `/api` route that needs an authenticated caller. Each feature adds its own router here
+/// with one line; handlers carry `#[utoipa::path]` so the OpenAPI document lists them. The auth
+/// layer wraps this whole set.
+pub fn protected_api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+}
+
 /// The whole HTTP application of `API_PORT`.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
@@ -43,6 +51,7 @@ pub fn router(state: AppState) -> Router {
     ];
     let mut app = Router::new()
         .merge(health::routes())
+        .nest("/api", protected_api().split_for_parts().0)
         .fallback(|| async { ApiError::not_found("No such route.") })
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(max_body))
