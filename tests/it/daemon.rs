@@ -160,3 +160,52 @@ async fn readyz_names_the_dependency_that_is_down() {
     assert_eq!(body["bus"]["ok"], false, "the embedded bus lives in the database too");
     running.stop().await.unwrap();
 }
+
+#[test]
+fn json_logs_with_log_format_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .env_clear()
+        .env("NEXUS_DATA_DIR", dir.path())
+        .env("API_PORT", "0")
+        .env("MCP_PORT", "0")
+        .env("LOG_FORMAT", "json")
+        .env("NEXUS_LOG", "info")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let started = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .map(|line| serde_json::from_str::<serde_json::Value>(&line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .find(|event| event["message"] == "nexus started");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let event = started.expect("a start-up event");
+    assert_eq!(event["level"], "INFO");
+    assert_eq!(event["bus"], "memory");
+}
+
+#[tokio::test]
+async fn metrics_report_queue_depths() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = nexus::config::Config::from_vars(
+        &[("NEXUS_DATA_DIR", dir.path().to_str().unwrap()), ("API_PORT", "0"), ("MCP_PORT", "0")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+    .unwrap();
+    let state = nexus::app::AppState::connect(config, Duration::from_secs(5)).await.unwrap();
+    state.register_queue("metrics-test-queue");
+    for _ in 0..3 {
+        state.bus.enqueue("metrics-test-queue", "x").await.unwrap();
+    }
+    let running = nexus::app::start(state).await.unwrap();
+    let text = reqwest::get(format!("http://{}/metrics", running.api_addr)).await.unwrap().text().await.unwrap();
+    assert!(text.contains("nexus_queue_depth{queue=\"metrics-test-queue\"} 3"), "{text}");
+    running.stop().await.unwrap();
+}
