@@ -34,7 +34,11 @@ pub fn protected_routes() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetupRequest {
+    /// 1–64 of letters, digits, `.`, `_`, `-` (stored lower-case).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     username: String,
+    /// At least 10 characters, 4 different ones, not containing the username.
+    #[schema(min_length = 10, max_length = 256)]
     password: String,
 }
 
@@ -85,6 +89,8 @@ pub struct TotpSetupResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TotpCode {
+    /// The 6-digit code shown by the authenticator app.
+    #[schema(pattern = "^[0-9]{6}$")]
     code: String,
 }
 

@@ -34,10 +34,12 @@ pub struct Schedule {
 #[serde(deny_unknown_fields)]
 pub struct NewSchedule {
     #[serde(alias = "subagentId")]
+    #[schema(pattern = "^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 64)]
     subagent_id: String,
     /// 5 fields (minute hour day month weekday), 6 with seconds first, or `@daily` style.
     cron: String,
     /// What the subagent does when the schedule fires.
+    #[schema(min_length = 1, max_length = 10000, pattern = "\\S")]
     task: String,
     /// IANA time zone, default `UTC`.
     #[serde(default)]

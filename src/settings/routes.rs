@@ -20,8 +20,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// The configuration as shown: every setting, and for each provider key only whether it is set.
 #[derive(Serialize, ToSchema)]
 pub struct ConfigView {
-    #[serde(flatten)]
-    config: NexusConfig,
+    // The fields of `NexusConfig`, listed (not flattened) so the document stays exact.
+    models: TierModels,
+    fallback_enabled: bool,
+    fallback_order: Vec<Tier>,
+    agent: AgentSettings,
+    subagents: SubagentLimits,
+    heartbeat: Heartbeat,
+    retry: RetrySettings,
     gemini_api_key_set: bool,
     anthropic_api_key_set: bool,
     openai_api_key_set: bool,
@@ -56,7 +62,19 @@ async fn view(state: &AppState, config: NexusConfig) -> ApiResult<ConfigView> {
     for (flag, field) in set.iter_mut().zip(SECRET_FIELDS) {
         *flag = super::provider_key(state, field).await.is_some();
     }
-    Ok(ConfigView { config, gemini_api_key_set: set[0], anthropic_api_key_set: set[1], openai_api_key_set: set[2] })
+    let NexusConfig { models, fallback_enabled, fallback_order, agent, subagents, heartbeat, retry } = config;
+    Ok(ConfigView {
+        models,
+        fallback_enabled,
+        fallback_order,
+        agent,
+        subagents,
+        heartbeat,
+        retry,
+        gemini_api_key_set: set[0],
+        anthropic_api_key_set: set[1],
+        openai_api_key_set: set[2],
+    })
 }
 
 /// Splits the provider keys off a body; checks their types and lengths.

@@ -94,7 +94,10 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Opti
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSubagent {
+    /// kebab-case, 1–64 characters.
+    #[schema(pattern = "^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 64)]
     pub id: String,
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
     #[serde(default)]
     pub description: String,
@@ -117,6 +120,7 @@ pub struct NewSubagent {
     pub tier: Option<Tier>,
     /// 1–100, default 15.
     #[serde(default, alias = "maxTurns")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_turns: Option<i64>,
     /// Default `active`.
     #[serde(default)]
@@ -152,6 +156,7 @@ pub struct SubagentPatch {
     pub loop_config: Option<Option<LoopConfig>>,
     pub tier: Option<Tier>,
     #[serde(alias = "maxTurns")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_turns: Option<i64>,
     pub status: Option<Status>,
 }
