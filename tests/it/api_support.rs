@@ -48,6 +48,10 @@ impl Api {
         Self { base, client: Client::new(), running: Some(running), db: Some(db), _dir: dir }
     }
 
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn state(&self) -> &nexus::app::AppState {
         &self.running.as_ref().unwrap().state
     }

@@ -8,3 +8,4 @@ mod daemon;
 mod resources;
 mod store_conformance;
 mod support;
+mod user_cli;
