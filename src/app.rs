@@ -28,6 +28,8 @@ pub enum StartError {
     Bus(#[from] BusError),
     #[error("{0} — check NEXUS_SECRET_KEY or the key file in the data dir")]
     Vault(#[from] VaultError),
+    #[error("{0} — set JWT_SECRET (32+ characters) or make the data dir writable")]
+    Auth(#[from] crate::auth::TokenError),
     #[error("cannot listen on {addr}: {source} — is another process using the port? change API_PORT/NEXUS_HOST")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -39,6 +41,8 @@ pub struct AppState {
     pub store: Store,
     pub bus: SharedBus,
     pub vault: Vault,
+    /// Token keys, the API key and the login rate limits.
+    pub auth: Arc<crate::auth::Auth>,
     /// The one tool registry shared by the agent, the MCP server and the API.
     pub tools: ToolRegistry,
     /// Cancelled when the daemon begins to shut down.
@@ -61,12 +65,14 @@ impl AppState {
             None => Arc::new(MemoryBus::new(store.clone())),
         };
         let vault = Vault::open(store.clone(), config.secret_key.as_ref(), &config.data_dir)?;
+        let auth = Arc::new(crate::auth::Auth::new(&config)?);
         crate::api::metrics::install();
         Ok(Self {
             config: Arc::new(config),
             store,
             bus,
             vault,
+            auth,
             tools: ToolRegistry::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -131,6 +137,7 @@ pub async fn start(state: AppState) -> Result<Running, StartError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
     let api_addr = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
 
+    crate::auth::start_housekeeping(&state);
     let app = crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stop = state.shutdown.clone();
     let server =

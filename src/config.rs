@@ -95,6 +95,11 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Largest request body the API accepts.
     pub max_body_bytes: usize,
+    /// How long a login (token and session cookie) stays valid (`NEXUS_SESSION_TTL_HOURS`, default 168).
+    pub session_ttl: Duration,
+    /// Origins allowed to call the API from a browser (`NEXUS_CORS_ORIGINS`, comma-separated);
+    /// empty = CORS off (same-origin only).
+    pub cors_origins: Vec<String>,
 }
 
 /// The raw variables a `Config` is parsed from, with their origin already resolved.
@@ -211,6 +216,31 @@ impl Config {
             return Err(ConfigError::new("NEXUS_MAX_BODY_BYTES", "below 1024", "use at least 1024 bytes"));
         }
 
+        let session_ttl_hours = parse_num::<u64>(vars, "NEXUS_SESSION_TTL_HOURS", 168)?;
+        if !(1..=24 * 365).contains(&session_ttl_hours) {
+            return Err(ConfigError::new(
+                "NEXUS_SESSION_TTL_HOURS",
+                "out of range",
+                "use between 1 and 8760 hours (default 168 = 7 days)",
+            ));
+        }
+        let mut cors_origins = Vec::new();
+        for origin in get("NEXUS_CORS_ORIGINS").unwrap_or_default().split(',').map(str::trim).filter(|o| !o.is_empty())
+        {
+            match url::Url::parse(origin) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.path() == "/" && u.query().is_none() => {
+                    cors_origins.push(origin.trim_end_matches('/').to_string())
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        "NEXUS_CORS_ORIGINS",
+                        format!("'{origin}' is not an origin"),
+                        "give comma-separated origins such as https://dash.example.com, or unset it",
+                    ));
+                }
+            }
+        }
+
         let redis_prefix = get("NEXUS_REDIS_PREFIX").unwrap_or_else(|| "nexus:".into());
 
         Ok(Self {
@@ -245,6 +275,8 @@ impl Config {
             log_format,
             shutdown_grace: Duration::from_secs(shutdown_grace_secs),
             max_body_bytes,
+            session_ttl: Duration::from_secs(session_ttl_hours * 3600),
+            cors_origins,
         })
     }
 
@@ -384,6 +416,8 @@ mod tests {
             ("OPENAI_BASE_URL", "ftp://x"),
             ("NEXUS_SECRET_KEY", "short"),
             ("DAEMON_INTERVAL_MS", "5"),
+            ("NEXUS_SESSION_TTL_HOURS", "0"),
+            ("NEXUS_CORS_ORIGINS", "not an origin"),
         ] {
             let err = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{err}");

@@ -3,9 +3,13 @@
 pub mod agent;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod doctor;
+pub mod schedules;
 pub mod secrets;
+pub mod settings;
 pub mod store;
+pub mod subagents;
 pub mod tools;

@@ -22,6 +22,18 @@ enum Command {
     Migrate,
     /// Check configuration, data dir, database and bus; print what is wrong and how to fix it.
     Doctor,
+    /// Manage users (admin recovery).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from stdin (one line), or prompted for on a terminal.
+    Add { name: String },
+    /// Turn off two-factor authentication of a user (a lost phone) and end their sessions.
+    #[command(name = "reset-2fa")]
+    Reset2fa { name: String },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +58,8 @@ fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(config).await,
             Command::Doctor => Ok(nexus::doctor::run(&config).await),
+            Command::User(UserCommand::Add { name }) => user_add(config, &name).await,
+            Command::User(UserCommand::Reset2fa { name }) => user_reset_2fa(config, &name).await,
         }
     });
     match result {
@@ -77,6 +91,59 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
     let store = nexus::store::Store::connect_with_retry(&config.database_url, Duration::from_secs(30)).await?;
     store.migrate().await?;
     println!("migrations applied ({})", store.backend().name());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<nexus::store::Store> {
+    let store = nexus::store::Store::connect_with_retry(&config.database_url, Duration::from_secs(30)).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn user_add(config: Config, name: &str) -> anyhow::Result<ExitCode> {
+    use nexus::auth::{password, users};
+    let name = users::normalize_username(name).map_err(anyhow::Error::msg)?;
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprint!("password for {name} (input is shown; pipe it in to avoid that): ");
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let secret = line.trim_end_matches(['\r', '\n']);
+    if let Err(rule) = password::check_rules(&name, secret) {
+        eprintln!("nexus: {rule}");
+        return Ok(ExitCode::from(1));
+    }
+    let store = open_store(&config).await?;
+    let phc = password::hash(secret).await?;
+    match users::insert(&store, &name, &phc).await {
+        Ok(user) => {
+            store.audit("cli", "user.added", &format!("user {name}"), None).await?;
+            println!("user {} added (id {})", user.username, user.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.is_unique_violation() => {
+            eprintln!("nexus: a user named {name} exists already");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn user_reset_2fa(config: Config, name: &str) -> anyhow::Result<ExitCode> {
+    use nexus::auth::{totp, users};
+    let name = users::normalize_username(name).map_err(anyhow::Error::msg)?;
+    let store = open_store(&config).await?;
+    let Some(user) = users::by_name(&store, &name).await? else {
+        eprintln!("nexus: no user named {name}");
+        return Ok(ExitCode::from(1));
+    };
+    let vault = nexus::secrets::Vault::open(store.clone(), config.secret_key.as_ref(), &config.data_dir)?;
+    users::set_totp_enabled(&store, user.id, false).await?;
+    vault.delete(&totp::vault_name(user.id)).await?;
+    vault.delete(&totp::pending_vault_name(user.id)).await?;
+    let ended = users::revoke_all_sessions(&store, user.id, None).await?;
+    store.audit("cli", "auth.totp_reset", &format!("user {name}; {ended} session(s) ended"), None).await?;
+    println!("two-factor authentication of {name} is off; {ended} session(s) ended");
     Ok(ExitCode::SUCCESS)
 }
 

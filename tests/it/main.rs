@@ -1,8 +1,12 @@
 //! The integration suite: one test binary (one link), real SQLite, PostgreSQL and Redis.
 
+mod api_support;
+mod auth;
 mod bus_conformance;
 mod crash;
 mod daemon;
 mod redis_restart;
+mod resources;
 mod store_conformance;
 mod support;
+mod user_cli;
