@@ -41,6 +41,8 @@ pub struct AppState {
     pub vault: Vault,
     /// The one tool registry shared by the agent, the MCP server and the API.
     pub tools: ToolRegistry,
+    /// Provider clients and circuit breakers (`crate::brain`).
+    pub brain: crate::brain::Brain,
     /// Cancelled when the daemon begins to shut down.
     pub shutdown: CancellationToken,
     /// Background work that shutdown waits for (within `NEXUS_SHUTDOWN_GRACE_SECS`).
@@ -68,6 +70,7 @@ impl AppState {
             bus,
             vault,
             tools: ToolRegistry::new(),
+            brain: crate::brain::Brain::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             queues: Arc::default(),
@@ -127,6 +130,7 @@ impl Running {
 
 /// Starts the daemon: listeners bound, workers running. Returns once it serves.
 pub async fn start(state: AppState) -> Result<Running, StartError> {
+    crate::tools::memory::register(&state);
     let addr = SocketAddr::new(state.config.host, state.config.api_port);
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
     let api_addr = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod api;
 pub mod app;
+pub mod brain;
 pub mod bus;
 pub mod config;
 pub mod doctor;
