@@ -85,11 +85,12 @@ pub async fn complete(
                     metrics::counter!("nexus_brain_requests_total", "provider" => kind.name(), "outcome" => "error")
                         .increment(1);
                     tracing::warn!(provider = kind.name(), %model, attempt, %error, "provider call failed");
+                    // Every failed request counts towards the breaker, retries included.
+                    brain.record_failure(kind, settings.breaker_threshold(), settings.breaker_cooldown());
                     if collector.emitted {
                         // Never retry once tokens reached the client: it already shows the start of
                         // an answer, and a second attempt would write a different answer after it
                         // (and bill the tokens twice). The user is told to ask again instead.
-                        brain.record_failure(kind, settings.breaker_threshold(), settings.breaker_cooldown());
                         return Err(BrainError::Interrupted { provider: kind, error });
                     }
                     let wait = backoff(&settings, attempt, error.retry_after());
@@ -106,7 +107,6 @@ pub async fn complete(
                 }
             }
         }
-        brain.record_failure(kind, settings.breaker_threshold(), settings.breaker_cooldown());
         metrics::counter!("nexus_brain_failovers_total", "from" => kind.name()).increment(1);
         if let Some(error) = last {
             failures.push(format!("{} {}", kind.name(), describe(&error)));

@@ -248,7 +248,7 @@ impl Brain {
         self.breakers.lock().unwrap_or_else(|p| p.into_inner()).insert(kind, Breaker::default());
     }
 
-    /// Opens the breaker after `threshold` consecutive failed calls, for `cooldown`. After the
+    /// Opens the breaker after `threshold` consecutive failed requests, for `cooldown`. After the
     /// cooldown one call is let through again (half-open); its failure re-opens at once.
     fn record_failure(&self, kind: ProviderKind, threshold: u32, cooldown: Duration) {
         let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,5 +1,8 @@
 //! The integration suite: one test binary (one link), real SQLite, PostgreSQL and Redis.
 
+mod brain_agent;
+mod brain_doubles;
+mod brain_memory;
 mod bus_conformance;
 mod crash;
 mod daemon;
