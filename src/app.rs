@@ -134,6 +134,10 @@ pub async fn start(state: AppState) -> Result<Running, StartError> {
     let addr = SocketAddr::new(state.config.host, state.config.api_port);
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
     let api_addr = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
+    // Streamed tokens are small writes: without TCP_NODELAY, Nagle + delayed ACK hold each for ~40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
 
     let app = crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stop = state.shutdown.clone();

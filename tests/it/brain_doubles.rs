@@ -31,6 +31,8 @@ pub enum Reply {
     Error { status: u16, body: Value, retry_after: Option<u64> },
     /// Sends the first half of this text, then never ends (until the client goes away).
     Stall(String),
+    /// Anthropic: sends this text (may be empty), then an `overloaded_error` event mid-stream.
+    Overloaded(String),
 }
 
 pub struct Double {
@@ -271,6 +273,7 @@ async fn gemini(State(d): State<Weak>, Path(call): Path<String>, headers: Header
     let usage = |out: u64| json!({"promptTokenCount": 10, "candidatesTokenCount": out, "totalTokenCount": 10 + out});
     let frames: Vec<Value> = match &reply {
         Reply::Error { status, body, retry_after } => return error_response(*status, body.clone(), *retry_after),
+        Reply::Overloaded(_) => return gemini_error(503, "The model is overloaded.", "UNAVAILABLE"),
         Reply::Text(text) | Reply::Stall(text) => {
             let (a, b) = halves(text);
             let sig = format!("sig-text-{n}");
@@ -432,6 +435,14 @@ async fn anthropic(State(d): State<Weak>, headers: HeaderMap, axum::Json(body): 
             }
             "tool_use"
         }
+        Reply::Overloaded(text) => {
+            if !text.is_empty() {
+                frames.push(ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+                frames.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})));
+            }
+            frames.push(ev("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})));
+            return sse_body(frames, None);
+        }
     };
     frames.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null},
         "usage": {"output_tokens": 7}})));
@@ -500,6 +511,7 @@ async fn openai(State(d): State<Weak>, headers: HeaderMap, axum::Json(body): axu
     let mut frames = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
     let finish = match &reply {
         Reply::Error { status, body, retry_after } => return error_response(*status, body.clone(), *retry_after),
+        Reply::Overloaded(_) => return openai_error(503, "overloaded"),
         Reply::Text(text) | Reply::Stall(text) => {
             let (a, b) = halves(text);
             frames.push(chunk(json!({"content": a}), Value::Null));

@@ -3,6 +3,7 @@
 mod brain_agent;
 mod brain_doubles;
 mod brain_memory;
+mod brain_providers;
 mod bus_conformance;
 mod crash;
 mod daemon;
