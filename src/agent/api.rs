@@ -71,10 +71,12 @@ async fn chat(
         return Err(ApiError::validation("tier must be flash, haiku, sonnet or opus."));
     }
     let key = match &body.conversation_id {
-        Some(id) => record::by_id(&state.store, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("No conversation with that id."))?
-            .key,
+        Some(id) => {
+            record::by_id(&state.store, id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("No conversation with that id."))?
+                .key
+        }
         None => uuid::Uuid::new_v4().to_string(),
     };
     let request = TurnRequest {
@@ -133,7 +135,9 @@ async fn chat(
 fn sse_event(event: &AgentEvent) -> Event {
     let (name, data) = match event {
         AgentEvent::Token { text } => ("token", json!({"text": text})),
-        AgentEvent::ToolCall { id, name, arguments } => ("tool_call", json!({"id": id, "name": name, "arguments": arguments})),
+        AgentEvent::ToolCall { id, name, arguments } => {
+            ("tool_call", json!({"id": id, "name": name, "arguments": arguments}))
+        }
         AgentEvent::ToolResult { id, name, ok, output } => {
             ("tool_result", json!({"id": id, "name": name, "ok": ok, "output": output}))
         }
@@ -179,7 +183,10 @@ pub struct ConversationList {
 /// Conversations, most recently active first.
 #[utoipa::path(get, path = "/conversations", tag = "chat", params(Page),
     responses((status = 200, body = ConversationList)))]
-async fn list_conversations(State(state): State<AppState>, Query(page): Query<Page>) -> ApiResult<ApiJson<ConversationList>> {
+async fn list_conversations(
+    State(state): State<AppState>,
+    Query(page): Query<Page>,
+) -> ApiResult<ApiJson<ConversationList>> {
     let (limit, offset) = page.bounds();
     Ok(ApiJson(ConversationList { conversations: record::list(&state.store, limit, offset).await? }))
 }
@@ -210,7 +217,10 @@ pub struct ConversationDetail {
 /// One conversation with all its messages (tool calls and results included).
 #[utoipa::path(get, path = "/conversations/{id}", tag = "chat", params(("id" = String, Path)),
     responses((status = 200, body = ConversationDetail), (status = 404, body = ErrorBody)))]
-async fn get_conversation(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<ApiJson<ConversationDetail>> {
+async fn get_conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<ApiJson<ConversationDetail>> {
     let conversation =
         record::by_id(&state.store, &id).await?.ok_or_else(|| ApiError::not_found("No conversation with that id."))?;
     let summary = record::latest_summary(&state.store, &id).await?.map(|(_, text)| text);

@@ -4,8 +4,8 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::record::{self, ConversationRow};
 use super::AgentError;
+use super::record::{self, ConversationRow};
 use crate::app::AppState;
 use crate::brain::{self, BrainSettings, ChatRequest, Message, Part, Role, Tier};
 
@@ -45,9 +45,17 @@ pub async fn load(
     let summary = summary.map(|(_, text)| text);
 
     let budget = settings.history_token_budget();
-    let fixed = (system_len as u64) / 4 + summary.as_ref().map_or(0, |s| s.len() as u64 / 4) + incoming.estimate_tokens();
+    let fixed =
+        (system_len as u64) / 4 + summary.as_ref().map_or(0, |s| s.len() as u64 / 4) + incoming.estimate_tokens();
     let sizes: Vec<u64> = messages.iter().map(Message::estimate_tokens).collect();
-    let total = fixed + sizes.iter().sum::<u64>();
+    let estimate = fixed + sizes.iter().sum::<u64>();
+    // The provider's own count of the last prompt (stored with each answer) also covers what the
+    // estimate misses (tool schemas, formatting): use it where it says more.
+    let counted = rows.iter().rposition(|r| r.input_tokens > 0).map(|i| {
+        let r = &rows[i];
+        (r.input_tokens + r.output_tokens) as u64 + sizes[i + 1..].iter().sum::<u64>() + incoming.estimate_tokens()
+    });
+    let total = estimate.max(counted.unwrap_or(0));
     if total <= budget {
         return Ok(History { summary, messages, new_summary: None });
     }

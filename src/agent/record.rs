@@ -56,9 +56,8 @@ pub async fn by_id(store: &Store, id: &str) -> Result<Option<ConversationRow>, S
 
 /// Newest first.
 pub async fn list(store: &Store, limit: i64, offset: i64) -> Result<Vec<ConversationRow>, StoreError> {
-    let sql = format!(
-        "SELECT {CONVERSATION_COLUMNS} FROM conversations ORDER BY updated_at DESC, id LIMIT $1 OFFSET $2"
-    );
+    let sql =
+        format!("SELECT {CONVERSATION_COLUMNS} FROM conversations ORDER BY updated_at DESC, id LIMIT $1 OFFSET $2");
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(limit).bind(offset).fetch_all(store.pool()).await?)
 }
 

@@ -90,12 +90,38 @@ pub async fn run(
         entry.0.output_tokens += done.usage.output_tokens;
         entry.1 += 1;
         last = (provider.clone(), model.clone());
-        let calls: Vec<(String, String, Value)> =
-            done.message.tool_calls().map(|(id, name, args)| (id.to_string(), name.to_string(), args.clone())).collect();
+        let calls: Vec<(String, String, Value)> = done
+            .message
+            .tool_calls()
+            .map(|(id, name, args)| (id.to_string(), name.to_string(), args.clone()))
+            .collect();
         reply_text = done.message.text();
         working.push(done.message.clone());
         new_messages.push(NewMessage { message: done.message, origin: Some((provider, model, done.usage)) });
         if calls.is_empty() {
+            break;
+        }
+        if round == rounds {
+            // Out of rounds and the model still wants tools: answer each call (the history must
+            // stay paired) and close the turn with a sentence of our own.
+            let parts = calls
+                .into_iter()
+                .map(|(id, name, _)| Part::ToolResult {
+                    id,
+                    name,
+                    output: json!("Not run: this turn used all its tool rounds."),
+                    is_error: true,
+                })
+                .collect();
+            new_messages.push(NewMessage { message: Message { role: Role::User, parts }, origin: None });
+            reply_text = format!(
+                "I stopped after {rounds} rounds of tool calls without reaching an answer; please narrow the request."
+            );
+            let closing = Message {
+                role: Role::Assistant,
+                parts: vec![Part::Text { text: reply_text.clone(), signature: None }],
+            };
+            new_messages.push(NewMessage { message: closing, origin: None });
             break;
         }
 
@@ -154,7 +180,10 @@ pub async fn run(
         if let Some(p) = &pending {
             // End here with a reply of our own, so the stored history stays a valid alternation.
             reply_text = format!("I need your confirmation before I run {} (risk {:?}).", p.name, p.risk);
-            let closing = Message { role: Role::Assistant, parts: vec![Part::Text { text: reply_text.clone(), signature: None }] };
+            let closing = Message {
+                role: Role::Assistant,
+                parts: vec![Part::Text { text: reply_text.clone(), signature: None }],
+            };
             new_messages.push(NewMessage { message: closing, origin: None });
             break;
         }

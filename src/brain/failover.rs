@@ -160,7 +160,8 @@ async fn call_once(
 /// Tokens of a request as the first available provider counts them (Gemini `countTokens`,
 /// Anthropic `count_tokens`); the OpenAI-compatible API has no such call, so it is estimated.
 pub async fn count_tokens(state: &AppState, request: &ChatRequest) -> u64 {
-    let estimate = request.messages.iter().map(Message::estimate_tokens).sum::<u64>() + (request.system.len() as u64) / 4;
+    let estimate =
+        request.messages.iter().map(Message::estimate_tokens).sum::<u64>() + (request.system.len() as u64) / 4;
     let settings = BrainSettings::load(&state.store).await;
     for ep in configured_chain(state, &settings).await {
         if state.brain.breaker_open(ep.kind) {

@@ -190,7 +190,8 @@ pub async fn count_tokens(
     if let Some(obj) = inner.as_object_mut() {
         obj.remove("generationConfig");
     }
-    let response = post(request(http, ep, url(ep, model, "countTokens")), &json!({"generateContentRequest": inner})).await?;
+    let response =
+        post(request(http, ep, url(ep, model, "countTokens")), &json!({"generateContentRequest": inner})).await?;
     let answer: Value = response.json().await?;
     answer["totalTokens"].as_u64().ok_or_else(|| ProviderError::Protocol("countTokens without totalTokens".into()))
 }

@@ -6,9 +6,10 @@
 //! stream back into a [`Collector`]. `failover.rs` runs the chain of configured providers with
 //! retries, backoff and a circuit breaker.
 //!
-//! Why hand-written: the multi-provider crates either need a newer Rust (rig-core), drop Gemini's
-//! `thoughtSignature` (which Gemini 3 refuses to continue without), or hide usage and base URLs.
-//! The three wire formats are small; owning them keeps every rule in `provider-wire-facts.md` testable.
+//! Why hand-written: rig-core, the broadest multi-provider crate, needs Rust 1.97 (this build has
+//! 1.95); the three wire formats are small, and owning them keeps every rule of
+//! `provider-wire-facts.md` (thoughtSignature echo, tool_result pairing, usage-only chunks, base
+//! URLs) visible and tested against loopback doubles.
 
 pub mod anthropic;
 mod failover;
@@ -383,7 +384,10 @@ pub(crate) async fn error_from_response(response: reqwest::Response) -> Provider
     // Gemini puts the delay in a google.rpc.RetryInfo detail: `"retryDelay": "1.5s"`.
     let body_delay = error["details"].as_array().and_then(|details| {
         details.iter().find_map(|d| {
-            d["retryDelay"].as_str().and_then(|s| s.trim_end_matches('s').parse::<f64>().ok()).map(Duration::from_secs_f64)
+            d["retryDelay"]
+                .as_str()
+                .and_then(|s| s.trim_end_matches('s').parse::<f64>().ok())
+                .map(Duration::from_secs_f64)
         })
     });
     ProviderError::Http { status, message, retry_after: header_delay.or(body_delay) }

@@ -64,7 +64,8 @@ fn messages(req: &ChatRequest) -> Vec<Value> {
                         json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})
                     })
                     .collect();
-                let mut msg = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
+                let mut msg =
+                    json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
                 if !calls.is_empty() {
                     msg["tool_calls"] = json!(calls);
                 } else if text.is_empty() {

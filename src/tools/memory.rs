@@ -134,12 +134,7 @@ pub async fn list(store: &Store, limit: i64, offset: i64) -> Result<Vec<MemoryIt
 
 /// Words of a query, reduced to letters and digits (so nothing reaches the FTS query syntax).
 fn terms(query: &str) -> Vec<String> {
-    query
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .map(str::to_lowercase)
-        .take(16)
-        .collect()
+    query.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase).take(16).collect()
 }
 
 /// Full-text ranking: best first.
@@ -236,7 +231,9 @@ pub async fn search(state: &AppState, query: &str, limit: usize) -> Result<Vec<M
         }
     }
     let mut items: Vec<MemoryItem> = fused.into_values().collect();
-    items.sort_by(|a, b| b.score.unwrap_or(0.0).total_cmp(&a.score.unwrap_or(0.0)).then(b.created_at.cmp(&a.created_at)));
+    items.sort_by(|a, b| {
+        b.score.unwrap_or(0.0).total_cmp(&a.score.unwrap_or(0.0)).then(b.created_at.cmp(&a.created_at))
+    });
     items.truncate(limit);
     Ok(items)
 }
@@ -311,7 +308,10 @@ pub fn register(state: &AppState) {
 }
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_memories, add_memory)).routes(routes!(search_memories)).routes(routes!(delete_memory))
+    OpenApiRouter::new()
+        .routes(routes!(list_memories, add_memory))
+        .routes(routes!(search_memories))
+        .routes(routes!(delete_memory))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -371,7 +371,10 @@ pub struct SearchQuery {
 /// Hybrid (full-text + semantic) search.
 #[utoipa::path(get, path = "/memory/search", tag = "memory", params(SearchQuery),
     responses((status = 200, body = MemoryList), (status = 400, body = ErrorBody)))]
-async fn search_memories(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> ApiResult<ApiJson<MemoryList>> {
+async fn search_memories(
+    State(state): State<AppState>,
+    Query(q): Query<SearchQuery>,
+) -> ApiResult<ApiJson<MemoryList>> {
     let text = q.q.as_deref().map(str::trim).unwrap_or_default();
     if text.is_empty() {
         return Err(ApiError::validation("q must not be empty."));
@@ -384,5 +387,9 @@ async fn search_memories(State(state): State<AppState>, Query(q): Query<SearchQu
 #[utoipa::path(delete, path = "/memory/{id}", tag = "memory", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn delete_memory(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    if delete(&state.store, &id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::not_found("No memory with that id.")) }
+    if delete(&state.store, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("No memory with that id."))
+    }
 }

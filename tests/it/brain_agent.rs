@@ -130,10 +130,11 @@ fn register_test_tools(state: &AppState) {
     )
     .unwrap();
     state.tools.register(meet);
-    let reboot = Tool::new("reboot_server", "Reboots the server.", json!({"type": "object"}), Risk::Admin, |_, _| async {
-        Err(ToolError::Failed("must never run in tests".into()))
-    })
-    .unwrap();
+    let reboot =
+        Tool::new("reboot_server", "Reboots the server.", json!({"type": "object"}), Risk::Admin, |_, _| async {
+            Err(ToolError::Failed("must never run in tests".into()))
+        })
+        .unwrap();
     state.tools.register(reboot);
 }
 
@@ -251,7 +252,7 @@ async fn openai_compatible_malformed_tool_calls_are_fed_back_and_corrected() {
     assert_eq!(done["usage"], json!({"input_tokens": 80, "output_tokens": 24}));
     assert_eq!(done["model"], "llama3.1");
     // The error went back as the tool's answer, paired with its call id.
-    let second = &local.requests.lock().unwrap()[1];
+    let second = local.requests.lock().unwrap()[1].clone();
     let tool_msg = second["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap().clone();
     assert_eq!(tool_msg["tool_call_id"], "call_0_0");
     assert!(tool_msg["content"].as_str().unwrap().contains("not a valid JSON object"));
@@ -323,8 +324,16 @@ async fn every_provider_down_gives_one_clear_sentence_and_stores_nothing() {
     .await;
     env.settings(json!({"retry_base_ms": 10, "retry_attempts": 2})).await;
     for _ in 0..2 {
-        gemini.push(Reply::Error { status: 503, body: json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}), retry_after: None });
-        local.push(Reply::Error { status: 500, body: json!({"error": {"message": "boom", "type": "server_error"}}), retry_after: None });
+        gemini.push(Reply::Error {
+            status: 503,
+            body: json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}),
+            retry_after: None,
+        });
+        local.push(Reply::Error {
+            status: 500,
+            body: json!({"error": {"message": "boom", "type": "server_error"}}),
+            retry_after: None,
+        });
     }
     let events = env.chat(json!({"message": "hello?"})).await;
     let errors = events_named(&events, "error");
@@ -413,7 +422,9 @@ async fn long_conversations_are_summarised_not_dropped() {
     assert!(detail["summary"].is_string(), "{detail}");
     assert_eq!(detail["messages"].as_array().unwrap().len(), 6, "every message is still stored");
     let last = gemini.last_request();
-    assert!(last["systemInstruction"]["parts"][0]["text"].as_str().unwrap().contains("Summary of the earlier conversation"));
+    assert!(
+        last["systemInstruction"]["parts"][0]["text"].as_str().unwrap().contains("Summary of the earlier conversation")
+    );
     env.finish().await;
 }
 
@@ -432,5 +443,37 @@ async fn chat_rejects_bad_input_with_json_errors() {
         assert!(err["error"].is_string() && err["message"].is_string(), "{err}");
     }
     assert_eq!(env.count("conversations").await, 0);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn tool_rounds_and_turn_time_are_bounded() {
+    let gemini = brain_doubles::start(Kind::Gemini).await;
+    let env = Env::new(TestDb::sqlite().await, &[("GEMINI_API_KEY", KEY), ("GEMINI_BASE_URL", &gemini.base)]).await;
+    env.settings(json!({"retry_base_ms": 10, "max_tool_rounds": 2})).await;
+    for _ in 0..3 {
+        gemini.push(Reply::Tools(vec![("add_numbers".into(), r#"{"a": 1, "b": 1}"#.into())]));
+    }
+    let events = env.chat(json!({"message": "loop forever"})).await;
+    assert_eq!(events_named(&events, "tool_result").len(), 2, "{events:?}");
+    let done = events_named(&events, "done")[0];
+    assert!(done["text"].as_str().unwrap().contains("stopped after 2 rounds"), "{done}");
+    // The last call was offered no tools.
+    assert!(gemini.last_request().get("tools").is_none());
+    assert_eq!(gemini.request_count(), 3);
+    // The stored history is still valid for the provider.
+    gemini.push(Reply::Text("ok then".into()));
+    let id = done["conversation_id"].as_str().unwrap();
+    let events = env.chat(json!({"message": "fine", "conversation_id": id})).await;
+    assert_eq!(tokens(&events), "ok then", "{events:?}");
+    assert!(gemini.rejected.lock().unwrap().is_empty(), "{:?}", gemini.rejected.lock().unwrap());
+
+    env.settings(json!({"retry_base_ms": 10, "turn_timeout_secs": 1})).await;
+    gemini.push(Reply::Stall("Slow and never done".into()));
+    let before = env.count("conversation_messages").await;
+    let events = env.chat(json!({"message": "slow"})).await;
+    let error = events_named(&events, "error");
+    assert_eq!(error[0]["error"], "timeout", "{events:?}");
+    assert_eq!(env.count("conversation_messages").await, before, "a timed-out turn writes nothing");
     env.finish().await;
 }

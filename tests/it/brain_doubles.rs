@@ -83,16 +83,16 @@ pub enum Kind {
 pub async fn start(kind: Kind) -> Arc<Double> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let double = Arc::new_cyclic(|weak: &std::sync::Weak<Double>| {
+    Arc::new_cyclic(|weak: &std::sync::Weak<Double>| {
         let weak = weak.clone();
         let app = match kind {
             Kind::Gemini => Router::new().route("/v1beta/models/{call}", post(gemini)),
             Kind::Anthropic => Router::new()
                 .route("/v1/messages", post(anthropic))
                 .route("/v1/messages/count_tokens", post(anthropic_count)),
-            Kind::Openai => Router::new()
-                .route("/v1/chat/completions", post(openai))
-                .route("/v1/embeddings", post(openai_embed)),
+            Kind::Openai => {
+                Router::new().route("/v1/chat/completions", post(openai)).route("/v1/embeddings", post(openai_embed))
+            }
         };
         let app = app.with_state(weak);
         let server = tokio::spawn(async move {
@@ -108,8 +108,7 @@ pub async fn start(kind: Kind) -> Arc<Double> {
             signatures: Mutex::default(),
             server,
         }
-    });
-    double
+    })
 }
 
 type Weak = std::sync::Weak<Double>;
@@ -214,7 +213,9 @@ fn gemini_check(d: &Double, body: &Value) -> Result<(), String> {
                 .checked_sub(1)
                 .map(|j| &contents[j])
                 .filter(|prev| prev["role"] == "model")
-                .map(|prev| prev["parts"].as_array().unwrap().iter().filter(|p| p.get("functionCall").is_some()).count())
+                .map(|prev| {
+                    prev["parts"].as_array().unwrap().iter().filter(|p| p.get("functionCall").is_some()).count()
+                })
                 .unwrap_or(0);
             if calls != responses {
                 return Err(format!(
@@ -231,7 +232,11 @@ fn gemini_check(d: &Double, body: &Value) -> Result<(), String> {
             if p.get("functionCall").is_some() {
                 match p["thoughtSignature"].as_str() {
                     Some(sig) if issued.contains(sig) => {}
-                    _ => return Err(format!("Function call is missing a thought_signature in functionCall parts. contents[{i}]")),
+                    _ => {
+                        return Err(format!(
+                            "Function call is missing a thought_signature in functionCall parts. contents[{i}]"
+                        ));
+                    }
                 }
             }
         }
@@ -245,11 +250,18 @@ fn gemini_check(d: &Double, body: &Value) -> Result<(), String> {
     Ok(())
 }
 
-async fn gemini(State(d): State<Weak>, Path(call): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn gemini(
+    State(d): State<Weak>,
+    Path(call): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let Some(d) = d.upgrade() else { return StatusCode::GONE.into_response() };
     match headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) {
         None => return gemini_error(403, "Method doesn't allow unregistered callers.", "API_KEY_SERVICE_BLOCKED"),
-        Some(k) if k != KEY => return gemini_error(400, "API key not valid. Please pass a valid API key.", "API_KEY_INVALID"),
+        Some(k) if k != KEY => {
+            return gemini_error(400, "API key not valid. Please pass a valid API key.", "API_KEY_INVALID");
+        }
         _ => {}
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -299,17 +311,23 @@ async fn gemini(State(d): State<Weak>, Path(call): Path<String>, headers: Header
                     json!({"functionCall": {"name": name, "args": serde_json::from_str::<Value>(args).unwrap()}, "thoughtSignature": sig})
                 })
                 .collect();
-            vec![json!({"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
-                "usageMetadata": usage(4)})]
+            vec![
+                json!({"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
+                "usageMetadata": usage(4)}),
+            ]
         }
     };
     if method == "generateContent" {
         // Non-streaming: the frames merged into one response.
-        let parts: Vec<Value> =
-            frames.iter().flat_map(|f| f["candidates"][0]["content"]["parts"].as_array().cloned().unwrap_or_default()).collect();
+        let parts: Vec<Value> = frames
+            .iter()
+            .flat_map(|f| f["candidates"][0]["content"]["parts"].as_array().cloned().unwrap_or_default())
+            .collect();
         let last = frames.last().cloned().unwrap_or(Value::Null);
-        return axum::Json(json!({"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}],
-            "usageMetadata": last["usageMetadata"]}))
+        return axum::Json(
+            json!({"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}],
+            "usageMetadata": last["usageMetadata"]}),
+        )
         .into_response();
     }
     let stall = matches!(reply, Reply::Stall(_)).then(|| d.stall_dropped.clone());
@@ -404,32 +422,50 @@ async fn anthropic(State(d): State<Weak>, headers: HeaderMap, axum::Json(body): 
     let reply = d.next();
     let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
     let mut frames = vec![
-        ev("message_start", json!({"type": "message_start", "message": {"id": format!("msg_{n}"), "type": "message", "role": "assistant",
-            "content": [], "model": "claude", "stop_reason": null, "usage": {"input_tokens": 12, "output_tokens": 1}}})),
+        ev(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": format!("msg_{n}"), "type": "message", "role": "assistant",
+            "content": [], "model": "claude", "stop_reason": null, "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+        ),
         ev("ping", json!({"type": "ping"})),
     ];
     let stop_reason = match &reply {
         Reply::Error { status, body, retry_after } => return error_response(*status, body.clone(), *retry_after),
         Reply::Text(text) | Reply::Stall(text) => {
             let (a, b) = halves(text);
-            frames.push(ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
-            frames.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": a}})));
+            frames.push(ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ));
+            frames.push(ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": a}}),
+            ));
             if matches!(reply, Reply::Stall(_)) {
                 return sse_body(frames, Some(d.stall_dropped.clone()));
             }
             frames.push(ev("ping", json!({"type": "ping"})));
-            frames.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": b}})));
+            frames.push(ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": b}}),
+            ));
             frames.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
             "end_turn"
         }
         Reply::Tools(calls) => {
             for (i, (name, args)) in calls.iter().enumerate() {
                 let (a, b) = halves(args);
-                frames.push(ev("content_block_start", json!({"type": "content_block_start", "index": i,
-                    "content_block": {"type": "tool_use", "id": format!("toolu_{n}_{i}"), "name": name, "input": {}}})));
+                frames.push(ev(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": i,
+                    "content_block": {"type": "tool_use", "id": format!("toolu_{n}_{i}"), "name": name, "input": {}}}),
+                ));
                 for piece in ["", &a, &b] {
-                    frames.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": i,
-                        "delta": {"type": "input_json_delta", "partial_json": piece}})));
+                    frames.push(ev(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": i,
+                        "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                    ));
                 }
                 frames.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": i})));
             }
@@ -437,15 +473,27 @@ async fn anthropic(State(d): State<Weak>, headers: HeaderMap, axum::Json(body): 
         }
         Reply::Overloaded(text) => {
             if !text.is_empty() {
-                frames.push(ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
-                frames.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})));
+                frames.push(ev(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                ));
+                frames.push(ev(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+                ));
             }
-            frames.push(ev("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})));
+            frames.push(ev(
+                "error",
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            ));
             return sse_body(frames, None);
         }
     };
-    frames.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null},
-        "usage": {"output_tokens": 7}})));
+    frames.push(ev(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null},
+        "usage": {"output_tokens": 7}}),
+    ));
     frames.push(ev("message_stop", json!({"type": "message_stop"})));
     sse_body(frames, None)
 }
@@ -468,7 +516,9 @@ fn openai_check(body: &Value) -> Result<(), String> {
             Some("tool") => {
                 let id = m["tool_call_id"].as_str().unwrap_or_default().to_string();
                 if !open.contains(&id) {
-                    return Err(format!("Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'. ({id})"));
+                    return Err(format!(
+                        "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'. ({id})"
+                    ));
                 }
                 open.retain(|o| o != &id);
             }
@@ -494,7 +544,11 @@ async fn openai(State(d): State<Weak>, headers: HeaderMap, axum::Json(body): axu
     if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok())
         && auth != format!("Bearer {KEY}")
     {
-        return error_response(401, json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}), None);
+        return error_response(
+            401,
+            json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}),
+            None,
+        );
     }
     if let Err(m) = openai_check(&body) {
         d.reject(m.clone());
@@ -505,8 +559,11 @@ async fn openai(State(d): State<Weak>, headers: HeaderMap, axum::Json(body): axu
     let n = d.calls.load(Ordering::SeqCst);
     let reply = d.next();
     let chunk = |delta: Value, finish: Value| {
-        format!("data: {}\n\n", json!({"id": format!("chatcmpl-{n}"), "object": "chat.completion.chunk", "created": 1, "model": "local",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+        format!(
+            "data: {}\n\n",
+            json!({"id": format!("chatcmpl-{n}"), "object": "chat.completion.chunk", "created": 1, "model": "local",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
     };
     let mut frames = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
     let finish = match &reply {
@@ -524,10 +581,16 @@ async fn openai(State(d): State<Weak>, headers: HeaderMap, axum::Json(body): axu
         Reply::Tools(calls) => {
             for (i, (name, args)) in calls.iter().enumerate() {
                 let (a, b) = halves(args);
-                frames.push(chunk(json!({"tool_calls": [{"index": i, "id": format!("call_{n}_{i}"), "type": "function",
-                    "function": {"name": name, "arguments": ""}}]}), Value::Null));
+                frames.push(chunk(
+                    json!({"tool_calls": [{"index": i, "id": format!("call_{n}_{i}"), "type": "function",
+                    "function": {"name": name, "arguments": ""}}]}),
+                    Value::Null,
+                ));
                 for piece in [a, b] {
-                    frames.push(chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}), Value::Null));
+                    frames.push(chunk(
+                        json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}),
+                        Value::Null,
+                    ));
                 }
             }
             "tool_calls"
@@ -535,8 +598,11 @@ async fn openai(State(d): State<Weak>, headers: HeaderMap, axum::Json(body): axu
     };
     frames.push(chunk(json!({}), json!(finish)));
     if include_usage {
-        frames.push(format!("data: {}\n\n", json!({"id": format!("chatcmpl-{n}"), "object": "chat.completion.chunk", "choices": [],
-            "usage": {"prompt_tokens": 20, "completion_tokens": 6, "total_tokens": 26}})));
+        frames.push(format!(
+            "data: {}\n\n",
+            json!({"id": format!("chatcmpl-{n}"), "object": "chat.completion.chunk", "choices": [],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 6, "total_tokens": 26}})
+        ));
     }
     frames.push("data: [DONE]\n\n".to_string());
     sse_body(frames, None)

@@ -17,7 +17,13 @@ async fn hybrid_memory(db: TestDb) {
         ("The car is parked in the garage", json!([])),
         ("Backups go to the NAS every night at 3", json!(["ops"])),
     ] {
-        let r = env.http.post(format!("{}/api/memory", env.base)).json(&json!({"content": content, "tags": tags})).send().await.unwrap();
+        let r = env
+            .http
+            .post(format!("{}/api/memory", env.base))
+            .json(&json!({"content": content, "tags": tags}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 201);
         let item: Value = r.json().await.unwrap();
         ids.push(item["id"].as_str().unwrap().to_string());
@@ -35,9 +41,19 @@ async fn hybrid_memory(db: TestDb) {
     assert_eq!(found["memories"][0]["id"], ids[0], "{found}");
 
     // The tools reach the same memory.
-    let out = env.state.tools.call("memory_add", json!({"content": "Dinner is pizza on Fridays", "tags": ["food"]}), Caller::System).await.unwrap();
+    let out = env
+        .state
+        .tools
+        .call("memory_add", json!({"content": "Dinner is pizza on Fridays", "tags": ["food"]}), Caller::System)
+        .await
+        .unwrap();
     assert_eq!(out["stored"], true);
-    let out = env.state.tools.call("memory_search", json!({"query": "what is for dinner", "limit": 1}), Caller::System).await.unwrap();
+    let out = env
+        .state
+        .tools
+        .call("memory_search", json!({"query": "what is for dinner", "limit": 1}), Caller::System)
+        .await
+        .unwrap();
     assert_eq!(out["results"][0]["content"], "Dinner is pizza on Fridays", "{out}");
     let bad = env.state.tools.call("memory_add", json!({"content": ""}), Caller::System).await;
     assert!(bad.is_err());
@@ -72,7 +88,11 @@ async fn hybrid_memory_postgres() {
 #[tokio::test]
 async fn memory_search_without_a_provider_is_full_text() {
     let env = Env::new(TestDb::postgres().await, &[]).await;
-    env.state.tools.call("memory_add", json!({"content": "The router password is on the fridge"}), Caller::System).await.unwrap();
+    env.state
+        .tools
+        .call("memory_add", json!({"content": "The router password is on the fridge"}), Caller::System)
+        .await
+        .unwrap();
     let out = env.state.tools.call("memory_search", json!({"query": "router"}), Caller::System).await.unwrap();
     assert_eq!(out["results"][0]["matched"], json!(["text"]), "{out}");
     let out = env.state.tools.call("memory_search", json!({"query": "feline"}), Caller::System).await.unwrap();

@@ -25,7 +25,8 @@ fn request(text: &str) -> ChatRequest {
 #[tokio::test]
 async fn anthropic_mid_stream_errors_retry_only_before_the_first_token() {
     let claude = brain_doubles::start(Kind::Anthropic).await;
-    let env = Env::new(TestDb::sqlite().await, &[("ANTHROPIC_API_KEY", KEY), ("ANTHROPIC_BASE_URL", &claude.base)]).await;
+    let env =
+        Env::new(TestDb::sqlite().await, &[("ANTHROPIC_API_KEY", KEY), ("ANTHROPIC_BASE_URL", &claude.base)]).await;
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let cancel = CancellationToken::new();
 
@@ -55,7 +56,12 @@ async fn gemini_retry_info_delay_is_honoured_and_tokens_are_counted() {
     let claude = brain_doubles::start(Kind::Anthropic).await;
     let env = Env::new(
         TestDb::sqlite().await,
-        &[("GEMINI_API_KEY", KEY), ("GEMINI_BASE_URL", &gemini.base), ("ANTHROPIC_API_KEY", KEY), ("ANTHROPIC_BASE_URL", &claude.base)],
+        &[
+            ("GEMINI_API_KEY", KEY),
+            ("GEMINI_BASE_URL", &gemini.base),
+            ("ANTHROPIC_API_KEY", KEY),
+            ("ANTHROPIC_BASE_URL", &claude.base),
+        ],
     )
     .await;
     gemini.push(Reply::Error {
@@ -70,7 +76,11 @@ async fn gemini_retry_info_delay_is_honoured_and_tokens_are_counted() {
     assert_eq!(done.message.text(), "After the pause.");
     assert!(started.elapsed() >= Duration::from_millis(550), "RetryInfo.retryDelay was not honoured");
     // Non-streaming (no client watching) uses generateContent; the thoughtSignature is kept.
-    assert!(matches!(&done.message.parts[..], [nexus::brain::Part::Text { signature: Some(_), .. }]), "{:?}", done.message);
+    assert!(
+        matches!(&done.message.parts[..], [nexus::brain::Part::Text { signature: Some(_), .. }]),
+        "{:?}",
+        done.message
+    );
 
     assert_eq!(brain::count_tokens(&env.state, &request("count me")).await, 42, "Gemini countTokens");
     env.settings(json!({"chain": ["anthropic"]})).await;
