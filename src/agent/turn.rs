@@ -63,6 +63,8 @@ pub async fn run(
         .map(|t| ToolSpec { name: t.name.clone(), description: t.description.clone(), schema: t.schema.clone() })
         .collect();
 
+    // Resolved once per turn; a key set at run time counts from the next turn on.
+    let chain = brain::configured_chain(state, settings).await;
     let mut working = history.messages;
     working.push(incoming.clone());
     let mut new_messages = vec![NewMessage { message: incoming, origin: None }];
@@ -83,7 +85,7 @@ pub async fn run(
             tier,
             max_tokens: settings.max_output_tokens(),
         };
-        let done = brain::complete(state, &chat, events, cancel).await?;
+        let done = brain::complete_in(state, settings, &chain, &chat, events, cancel).await?;
         let (provider, model) = (done.provider.name().to_string(), done.model.clone());
         let entry = usage.entry((provider.clone(), model.clone())).or_default();
         entry.0.input_tokens += done.usage.input_tokens;

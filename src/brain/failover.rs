@@ -52,12 +52,24 @@ pub async fn complete(
 ) -> Result<Completion, BrainError> {
     let settings = BrainSettings::load(&state.store).await;
     let chain = configured_chain(state, &settings).await;
+    complete_in(state, &settings, &chain, request, sink, cancel).await
+}
+
+/// [`complete`] with settings and chain already resolved (once per agent turn, not per call).
+pub async fn complete_in(
+    state: &AppState,
+    settings: &BrainSettings,
+    chain: &[Endpoint],
+    request: &ChatRequest,
+    sink: Option<&mpsc::Sender<AgentEvent>>,
+    cancel: &CancellationToken,
+) -> Result<Completion, BrainError> {
     if chain.is_empty() {
         return Err(BrainError::NoProvider(NO_PROVIDER.into()));
     }
     let brain = &state.brain;
     let mut failures: Vec<String> = Vec::new();
-    for ep in &chain {
+    for ep in chain {
         let kind = ep.kind;
         if brain.breaker_open(kind) {
             failures.push(format!("{} is paused after repeated failures", kind.name()));
@@ -93,7 +105,7 @@ pub async fn complete(
                         // (and bill the tokens twice). The user is told to ask again instead.
                         return Err(BrainError::Interrupted { provider: kind, error });
                     }
-                    let wait = backoff(&settings, attempt, error.retry_after());
+                    let wait = backoff(settings, attempt, error.retry_after());
                     let retry = error.retryable() && attempt + 1 < attempts && wait <= settings.retry_max_wait();
                     last = Some(error);
                     if !retry {

@@ -17,7 +17,7 @@ pub mod gemini;
 pub mod openai;
 mod settings;
 
-pub use failover::{BrainError, complete, configured_chain, count_tokens, embed};
+pub use failover::{BrainError, complete, complete_in, configured_chain, count_tokens, embed};
 pub use settings::{BrainSettings, Tier};
 
 use std::collections::HashMap;
