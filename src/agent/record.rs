@@ -236,6 +236,7 @@ mod tests {
     fn civil_days() {
         assert_eq!(super::utc_day(0), "1970-01-01");
         assert_eq!(super::utc_day(1_709_251_200_000), "2024-03-01");
-        assert_eq!(super::utc_day(1_798_675_199_000), "2026-12-31");
+        assert_eq!(super::utc_day(1_798_675_199_000), "2026-12-30");
+        assert_eq!(super::utc_day(1_798_675_200_000), "2026-12-31");
     }
 }

@@ -477,3 +477,14 @@ async fn tool_rounds_and_turn_time_are_bounded() {
     assert_eq!(env.count("conversation_messages").await, before, "a timed-out turn writes nothing");
     env.finish().await;
 }
+
+#[test]
+fn chat_memory_and_usage_routes_are_in_the_openapi_document() {
+    let (_, doc) = nexus::api::protected_api().split_for_parts();
+    let paths: Vec<&String> = doc.paths.paths.keys().collect();
+    for path in
+        ["/chat", "/conversations", "/conversations/{id}", "/usage", "/memory", "/memory/search", "/memory/{id}"]
+    {
+        assert!(doc.paths.paths.contains_key(path), "{path} missing from {paths:?}");
+    }
+}
