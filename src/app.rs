@@ -45,6 +45,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// The one tool registry shared by the agent, the MCP server and the API.
     pub tools: ToolRegistry,
+    /// Provider clients and circuit breakers (`crate::brain`).
+    pub brain: crate::brain::Brain,
     /// Cancelled when the daemon begins to shut down.
     pub shutdown: CancellationToken,
     /// Background work that shutdown waits for (within `NEXUS_SHUTDOWN_GRACE_SECS`).
@@ -74,6 +76,7 @@ impl AppState {
             vault,
             auth,
             tools: ToolRegistry::new(),
+            brain: crate::brain::Brain::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             queues: Arc::default(),
@@ -133,9 +136,14 @@ impl Running {
 
 /// Starts the daemon: listeners bound, workers running. Returns once it serves.
 pub async fn start(state: AppState) -> Result<Running, StartError> {
+    crate::tools::memory::register(&state);
     let addr = SocketAddr::new(state.config.host, state.config.api_port);
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
     let api_addr = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
+    // Streamed tokens are small writes: without TCP_NODELAY, Nagle + delayed ACK hold each for ~40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
 
     crate::auth::start_housekeeping(&state);
     let app = crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

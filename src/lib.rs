@@ -4,6 +4,7 @@ pub mod agent;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod brain;
 pub mod bus;
 pub mod config;
 pub mod doctor;

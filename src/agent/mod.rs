@@ -3,6 +3,11 @@
 //! CONTRACT between the brain issue (which implements this module) and the channels / chat / MCP
 //! code (which call it). Keep these names and shapes; add freely around them.
 
+pub mod api;
+mod history;
+pub mod record;
+mod turn;
+
 use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -74,7 +79,24 @@ pub async fn run_turn(
     events: Option<tokio::sync::mpsc::Sender<AgentEvent>>,
     cancel: CancellationToken,
 ) -> Result<TurnReply, AgentError> {
-    // Implemented by the brain issue; until then no provider can answer.
-    let _ = (state, request, events, cancel);
-    Err(AgentError::Unavailable("No AI provider is configured yet.".into()))
+    let settings = crate::brain::BrainSettings::load(&state.store).await;
+    let limit = settings.turn_timeout();
+    let started = std::time::Instant::now();
+    let work = turn::run(state, &settings, &request, events.as_ref(), &cancel);
+    // Cancellation and the time bound drop the turn's future: everything it would write is
+    // written in one transaction at its very end, so nothing half-done remains.
+    let result = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(AgentError::Cancelled),
+        outcome = tokio::time::timeout(limit, work) => outcome.unwrap_or(Err(AgentError::TimedOut(limit.as_secs()))),
+    };
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(AgentError::Cancelled) => "cancelled",
+        Err(AgentError::TimedOut(_)) => "timeout",
+        Err(_) => "error",
+    };
+    metrics::counter!("nexus_agent_turns_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("nexus_agent_turn_duration_seconds").record(started.elapsed().as_secs_f64());
+    result
 }

@@ -47,6 +47,7 @@ pub fn protected_api() -> OpenApiRouter<AppState> {
         .merge(crate::subagents::routes())
         .merge(crate::schedules::routes())
         .merge(audit::routes())
+        .merge(crate::agent::api::routes())
 }
 
 /// `/api` routes reachable without credentials: first-run setup, login, the OpenAPI document.

@@ -2,6 +2,10 @@
 
 mod api_support;
 mod auth;
+mod brain_agent;
+mod brain_doubles;
+mod brain_memory;
+mod brain_providers;
 mod bus_conformance;
 mod crash;
 mod daemon;
