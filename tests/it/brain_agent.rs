@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use crate::brain_doubles::{self, KEY, Kind, Reply};
 use crate::support::TestDb;
 
+const TEST_API_KEY: &str = "brain-test-api-key-0123456789abcdef";
+
 pub struct Env {
     pub state: AppState,
     pub base: String,
@@ -32,6 +34,7 @@ impl Env {
         v.insert("DATABASE_URL".into(), db.url.clone());
         v.insert("API_PORT".into(), "0".into());
         v.insert("MCP_PORT".into(), "0".into());
+        v.insert("LIV_API_KEY".into(), TEST_API_KEY.into());
         for (k, val) in vars {
             v.insert(k.to_string(), val.to_string());
         }
@@ -41,7 +44,11 @@ impl Env {
         register_test_tools(&state);
         let running = nexus::app::start(state.clone()).await.unwrap();
         let base = format!("http://{}", running.api_addr);
-        Self { state, base, http: reqwest::Client::new(), running, db, _dir: dir }
+        // Every /api route needs credentials: the client sends the API key on each request.
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-api-key", reqwest::header::HeaderValue::from_static(TEST_API_KEY));
+        let http = reqwest::Client::builder().default_headers(headers).build().unwrap();
+        Self { state, base, http, running, db, _dir: dir }
     }
 
     pub async fn settings(&self, value: Value) {
