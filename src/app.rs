@@ -127,6 +127,7 @@ impl Running {
 
 /// Starts the daemon: listeners bound, workers running. Returns once it serves.
 pub async fn start(state: AppState) -> Result<Running, StartError> {
+    crate::tools::system::register(&state.tools);
     let addr = SocketAddr::new(state.config.host, state.config.api_port);
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
     let api_addr = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;

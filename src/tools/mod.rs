@@ -3,6 +3,8 @@
 //! REST API. Arguments are validated against the schema before the handler runs, so a bad call
 //! from a model comes back as an error it can correct.
 
+pub mod system;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
