@@ -30,6 +30,8 @@ pub enum StartError {
     Vault(#[from] VaultError),
     #[error("cannot listen on {addr}: {source} — is another process using the port? change API_PORT/NEXUS_HOST")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen on {addr} for MCP: {source} — is another process using the port? change MCP_PORT/NEXUS_HOST")]
+    McpListen { addr: SocketAddr, source: std::io::Error },
 }
 
 /// Everything a request handler or worker needs. Cheap to clone.
@@ -87,6 +89,8 @@ impl AppState {
 /// A started daemon: its address, its state, and the handle to stop it.
 pub struct Running {
     pub api_addr: SocketAddr,
+    /// Where the MCP server listens (`/mcp` on it).
+    pub mcp_addr: SocketAddr,
     pub state: AppState,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -132,6 +136,7 @@ pub async fn start(state: AppState) -> Result<Running, StartError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
     let api_addr = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
 
+    let mcp_addr = crate::mcp::start(&state).await?;
     let app = crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stop = state.shutdown.clone();
     let server =
@@ -143,5 +148,5 @@ pub async fn start(state: AppState) -> Result<Running, StartError> {
         bus = state.bus.kind(),
         "nexus started"
     );
-    Ok(Running { api_addr, state, server })
+    Ok(Running { api_addr, mcp_addr, state, server })
 }

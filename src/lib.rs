@@ -6,6 +6,7 @@ pub mod app;
 pub mod bus;
 pub mod config;
 pub mod doctor;
+pub mod mcp;
 pub mod secrets;
 pub mod store;
 pub mod tools;

@@ -3,5 +3,6 @@
 mod bus_conformance;
 mod crash;
 mod daemon;
+mod mcp_server;
 mod store_conformance;
 mod support;
