@@ -3,6 +3,7 @@
 mod bus_conformance;
 mod crash;
 mod daemon;
+mod mcp_client;
 mod mcp_server;
 mod store_conformance;
 mod support;
