@@ -30,7 +30,9 @@ pub enum StartError {
     Vault(#[from] VaultError),
     #[error("cannot listen on {addr}: {source} — is another process using the port? change API_PORT/NEXUS_HOST")]
     Listen { addr: SocketAddr, source: std::io::Error },
-    #[error("cannot listen on {addr} for MCP: {source} — is another process using the port? change MCP_PORT/NEXUS_HOST")]
+    #[error(
+        "cannot listen on {addr} for MCP: {source} — is another process using the port? change MCP_PORT/NEXUS_HOST"
+    )]
     McpListen { addr: SocketAddr, source: std::io::Error },
 }
 

@@ -133,7 +133,11 @@ pub async fn connect(spec: &Spec) -> Result<Connection, ClientError> {
     Ok(connection)
 }
 
-fn to_registry_tool(spec: &Spec, tool: &rmcp::model::Tool, service: Arc<RunningService<RoleClient, ()>>) -> Option<Tool> {
+fn to_registry_tool(
+    spec: &Spec,
+    tool: &rmcp::model::Tool,
+    service: Arc<RunningService<RoleClient, ()>>,
+) -> Option<Tool> {
     let remote_name = tool.name.to_string();
     let name = format!("{}{SEPARATOR}{remote_name}", spec.name);
     let description = tool.description.as_deref().unwrap_or("").to_string();

@@ -155,8 +155,12 @@ async fn supervise(state: AppState, spec: Spec, cancel: CancellationToken) {
                 let mut tools = register(&state, &spec, &connection);
                 tracing::info!(server = %name, tools = tools.len(), "MCP server connected");
                 let since = now_ms();
-                report(&state, &name, json!({"state": "running", "tools": tools, "restarts": restarts, "since": since}))
-                    .await;
+                report(
+                    &state,
+                    &name,
+                    json!({"state": "running", "tools": tools, "restarts": restarts, "since": since}),
+                )
+                .await;
                 let mut last_probe = tokio::time::Instant::now();
                 let error = loop {
                     tokio::select! {

@@ -22,7 +22,8 @@ use crate::store::{StoreError, now_ms};
 
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// Headers the MCP transport sets itself.
-const RESERVED_HEADERS: &[&str] = &["accept", "content-type", "mcp-session-id", "mcp-protocol-version", "last-event-id"];
+const RESERVED_HEADERS: &[&str] =
+    &["accept", "content-type", "mcp-session-id", "mcp-protocol-version", "last-event-id"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -145,8 +146,7 @@ fn validate(body: &ServerBody) -> Result<(), ApiError> {
                 if RESERVED_HEADERS.contains(&lower.as_str()) {
                     return bad(&format!("The header {k} is set by the MCP transport itself."));
                 }
-                if http::HeaderName::try_from(k.as_str()).is_err() || http::HeaderValue::try_from(v.as_str()).is_err()
-                {
+                if http::HeaderName::try_from(k.as_str()).is_err() || http::HeaderValue::try_from(v.as_str()).is_err() {
                     return bad(&format!("The header {k} is not a valid HTTP header."));
                 }
             }

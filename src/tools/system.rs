@@ -106,9 +106,9 @@ fn collect(topic: Topic) -> Result<Value, ToolError> {
                 components
                     .iter()
                     .filter_map(|c| {
-                        c.temperature().map(|t| {
-                            json!({"label": c.label(), "celsius": t, "max": c.max(), "critical": c.critical()})
-                        })
+                        c.temperature().map(
+                            |t| json!({"label": c.label(), "celsius": t, "max": c.max(), "critical": c.critical()}),
+                        )
                     })
                     .collect()
             })

@@ -104,7 +104,8 @@ async fn stdio_server_tools_crash_restart_timeout_and_removal() {
     // A crash: the tools leave, the server is restarted with backoff, the tools come back.
     let crashed = tools.call("fake__crash", json!({}), Caller::System).await;
     assert!(crashed.is_err(), "{crashed:?}");
-    let s = wait_status(&http, &api, "fake", 60, |s| s["state"] == "running" && s["restarts"].as_u64() >= Some(1)).await;
+    let s =
+        wait_status(&http, &api, "fake", 60, |s| s["state"] == "running" && s["restarts"].as_u64() >= Some(1)).await;
     assert!(s["tools"].as_array().unwrap().contains(&json!("fake__add")), "{s}");
     assert_eq!(tools.call("fake__add", json!({"a": 1, "b": 1}), Caller::System).await.unwrap(), json!({"result": 2}));
 
