@@ -32,6 +32,10 @@ pub enum StartError {
     Auth(#[from] crate::auth::TokenError),
     #[error("cannot listen on {addr}: {source} — is another process using the port? change API_PORT/NEXUS_HOST")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "cannot listen on {addr} for MCP: {source} — is another process using the port? change MCP_PORT/NEXUS_HOST"
+    )]
+    McpListen { addr: SocketAddr, source: std::io::Error },
 }
 
 /// Everything a request handler or worker needs. Cheap to clone.
@@ -96,6 +100,8 @@ impl AppState {
 /// A started daemon: its address, its state, and the handle to stop it.
 pub struct Running {
     pub api_addr: SocketAddr,
+    /// Where the MCP server listens (`/mcp` on it).
+    pub mcp_addr: SocketAddr,
     pub state: AppState,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -137,6 +143,7 @@ impl Running {
 /// Starts the daemon: listeners bound, workers running. Returns once it serves.
 pub async fn start(state: AppState) -> Result<Running, StartError> {
     crate::tools::memory::register(&state);
+    crate::tools::system::register(&state.tools);
     let addr = SocketAddr::new(state.config.host, state.config.api_port);
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
     let api_addr = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
@@ -146,6 +153,7 @@ pub async fn start(state: AppState) -> Result<Running, StartError> {
     });
 
     crate::auth::start_housekeeping(&state);
+    let mcp_addr = crate::mcp::start(&state).await?;
     let app = crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stop = state.shutdown.clone();
     let server =
@@ -157,5 +165,5 @@ pub async fn start(state: AppState) -> Result<Running, StartError> {
         bus = state.bus.kind(),
         "nexus started"
     );
-    Ok(Running { api_addr, state, server })
+    Ok(Running { api_addr, mcp_addr, state, server })
 }

@@ -9,6 +9,7 @@ pub mod bus;
 pub mod config;
 pub mod doctor;
 pub mod schedules;
+pub mod mcp;
 pub mod secrets;
 pub mod settings;
 pub mod store;

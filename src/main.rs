@@ -75,7 +75,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     // Wait up to ten minutes for a database or Redis that starts after us (boot order, restarts).
     let state = AppState::connect(config, Duration::from_secs(600)).await?;
     let running = app::start(state).await?;
-    println!("nexus {} listening on http://{}/", env!("CARGO_PKG_VERSION"), running.api_addr);
+    println!(
+        "nexus {} listening on http://{}/ mcp http://{}/mcp",
+        env!("CARGO_PKG_VERSION"),
+        running.api_addr,
+        running.mcp_addr
+    );
     let stop = running.state.shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

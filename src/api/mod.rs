@@ -48,6 +48,7 @@ pub fn protected_api() -> OpenApiRouter<AppState> {
         .merge(crate::schedules::routes())
         .merge(audit::routes())
         .merge(crate::agent::api::routes())
+        .merge(crate::mcp::api())
 }
 
 /// `/api` routes reachable without credentials: first-run setup, login, the OpenAPI document.

@@ -4,6 +4,7 @@
 //! from a model comes back as an error it can correct.
 
 pub mod memory;
+pub mod system;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

@@ -32,7 +32,8 @@ impl Daemon {
         let mut lines = BufReader::new(stdout).lines();
         let line = lines.next().expect("a listening line").unwrap();
         assert!(line.contains("listening"), "{line}");
-        let base = line.split("http://").nth(1).unwrap().trim_end_matches('/').to_string();
+        let base =
+            line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap().trim_end_matches('/').to_string();
         // Keep draining stdout so the daemon never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Self { child, base: format!("http://{base}") }

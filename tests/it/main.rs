@@ -11,6 +11,8 @@ mod crash;
 mod daemon;
 mod redis_restart;
 mod resources;
+mod mcp_client;
+mod mcp_server;
 mod store_conformance;
 mod support;
 mod user_cli;
