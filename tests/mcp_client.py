@@ -2,8 +2,6 @@
 
     python3 tests/mcp_client.py session URL TOKEN MODE   -> JSON: protocol, tools, system_info result
     python3 tests/mcp_client.py call URL TOKEN MODE TOOL ARGS_JSON -> JSON: the tool result
-    python3 tests/mcp_client.py bench URL TOKEN N        -> JSON: round trips of a trivial tool
-    python3 tests/mcp_client.py hold URL TOKEN N         -> opens N sessions, prints "ready", waits for stdin EOF
 
 Exit code 3 when the `mcp` package cannot be imported (the Rust test then skips with a message);
 exit code 4 when the server refused the connection (401, ...), with the reason on stdout.
@@ -12,12 +10,6 @@ exit code 4 when the server refused the connection (401, ...), with the reason o
 import asyncio
 import json
 import sys
-import time
-
-try:
-    import httpx2 as httpx  # what mcp 2.x is built on
-except ImportError:  # pragma: no cover
-    import httpx  # type: ignore
 
 try:
     from mcp import Client
@@ -61,36 +53,6 @@ async def call(url, token, mode, tool, args):
         return dump_result(await c.call_tool(tool, args))
 
 
-async def bench(url, token, n):
-    async with client(url, token, "legacy") as c:
-        await c.call_tool("current_time", {})  # warm-up
-        times = []
-        started = time.perf_counter()
-        for _ in range(n):
-            t0 = time.perf_counter()
-            await c.call_tool("current_time", {})
-            times.append(time.perf_counter() - t0)
-        total = time.perf_counter() - started
-    times.sort()
-    return {
-        "calls": n,
-        "per_second": n / total,
-        "p50_ms": times[n // 2] * 1000,
-        "p99_ms": times[min(n - 1, int(n * 0.99))] * 1000,
-    }
-
-
-async def hold(url, token, n):
-    from contextlib import AsyncExitStack
-
-    async with AsyncExitStack() as stack:
-        for _ in range(n):
-            c = await stack.enter_async_context(client(url, token, "legacy"))
-            await c.list_tools()
-        print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-
-
 def unwrap(exc):
     """The first leaf of an exception group: what actually went wrong."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
@@ -105,11 +67,6 @@ def main():
             out = asyncio.run(session(url, token, sys.argv[4]))
         elif cmd == "call":
             out = asyncio.run(call(url, token, sys.argv[4], sys.argv[5], json.loads(sys.argv[6])))
-        elif cmd == "bench":
-            out = asyncio.run(bench(url, token, int(sys.argv[4])))
-        elif cmd == "hold":
-            asyncio.run(hold(url, token, int(sys.argv[4])))
-            return
         else:
             raise SystemExit(f"unknown command {cmd}")
     except BaseException as e:  # noqa: BLE001 - report any refusal as data for the Rust test

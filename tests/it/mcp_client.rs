@@ -177,6 +177,7 @@ async fn http_server_with_secret_header_on_postgres() {
         std::process::Command::new("python3")
             .args([FAKE, "http", &port.to_string(), "web-bearer-secret"])
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     );
