@@ -26,7 +26,7 @@ for _ in $(seq 100); do
 done
 [ -n "$BASE" ] || { echo "nexus did not start" >&2; cat "$DATA/log" >&2; exit 1; }
 
-PASSWORD="benchmark pass phrase"
+PASSWORD="load test pass phrase"
 json() { printf '{"username":"bench","password":"%s"}' "$PASSWORD"; }
 curl -fsS -X POST "$BASE/api/auth/setup" -H 'content-type: application/json' -d "$(json)" >/dev/null
 TOKEN="$(curl -fsS -X POST "$BASE/api/auth/login" -H 'content-type: application/json' -d "$(json)" |

@@ -40,6 +40,8 @@ TOKEN="$(curl -fsS -X POST "$BASE/api/auth/login" -H 'content-type: application/
 
 # Logout and password change would end the fuzzer's own session mid-run: they are covered by the
 # integration tests (tests/it/auth.rs) and left out here.
+# Run from the temp dir so schemathesis' example cache does not land in the repository.
+cd "$DATA"
 schemathesis run "$BASE/api/openapi.json" \
   --header "Authorization: Bearer $TOKEN" \
   --checks not_a_server_error,response_schema_conformance \

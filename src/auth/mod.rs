@@ -206,6 +206,18 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
     }))
 }
 
+/// For the MCP listener: `Authorization: Bearer <LIV_API_KEY>` is the API key there; any other
+/// credential is checked as on the REST API.
+pub async fn authenticate_mcp(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    if headers.get("x-api-key").is_none()
+        && let Some(token) = request_token(headers)
+        && state.auth.api_key_matches(&token)
+    {
+        return Ok(Principal::ApiKey);
+    }
+    authenticate(state, headers).await
+}
+
 /// The auth layer of every protected route: unauthenticated requests are answered 401 here and
 /// never reach a handler.
 pub async fn require_auth(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
@@ -251,6 +263,24 @@ mod tests {
         assert_eq!(request_token(&h).as_deref(), Some("tok2"));
         h.insert("authorization", HeaderValue::from_static("Basic abc"));
         assert_eq!(request_token(&h), None, "a non-bearer scheme is not a token");
+    }
+
+    #[tokio::test]
+    async fn mcp_takes_the_api_key_as_a_bearer_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = [
+            ("NEXUS_DATA_DIR", dir.path().to_str().unwrap().to_string()),
+            ("LIV_API_KEY", "mcp-key-0123456789".to_string()),
+        ];
+        let config = Config::from_vars(&vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect()).unwrap();
+        let state = AppState::connect(config, Duration::from_secs(5)).await.unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer mcp-key-0123456789"));
+        assert!(matches!(authenticate_mcp(&state, &h).await, Ok(Principal::ApiKey)));
+        assert!(authenticate(&state, &h).await.is_err(), "the REST API takes the key only as X-API-Key");
+        h.insert("authorization", HeaderValue::from_static("Bearer wrong"));
+        assert_eq!(authenticate_mcp(&state, &h).await.unwrap_err().status, 401);
+        state.store.close().await;
     }
 
     #[test]

@@ -166,17 +166,43 @@ pub async fn create_session(
     Ok(id)
 }
 
-/// The session and its user, when the session is live (not revoked, not expired).
+#[derive(sqlx::FromRow)]
+struct SessionJoin {
+    sid: String,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+    id: i64,
+    username: String,
+    password_hash: String,
+    totp_enabled: i64,
+    totp_last_step: Option<i64>,
+    created_at: i64,
+}
+
+/// The session and its user, when the session is live (not revoked, not expired). One query:
+/// this runs on every authenticated request.
 pub async fn live_session(store: &Store, sid: &str) -> Result<Option<(SessionRow, UserRow)>, StoreError> {
-    let session: Option<SessionRow> =
-        sqlx::query_as("SELECT id, user_id, expires_at, revoked_at FROM sessions WHERE id = $1")
-            .bind(sid)
-            .fetch_optional(store.pool())
-            .await?;
-    let Some(session) = session.filter(|s| s.revoked_at.is_none() && s.expires_at > now_ms()) else {
-        return Ok(None);
-    };
-    Ok(by_id(store, session.user_id).await?.map(|user| (session, user)))
+    let row: Option<SessionJoin> = sqlx::query_as(
+        "SELECT s.id AS sid, s.expires_at, s.revoked_at, u.id, u.username, u.password_hash, u.totp_enabled,
+                u.totp_last_step, u.created_at
+         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
+    )
+    .bind(sid)
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(row.filter(|r| r.revoked_at.is_none() && r.expires_at > now_ms()).map(|r| {
+        (
+            SessionRow { id: r.sid, user_id: r.id, expires_at: r.expires_at, revoked_at: r.revoked_at },
+            UserRow {
+                id: r.id,
+                username: r.username,
+                password_hash: r.password_hash,
+                totp_enabled: r.totp_enabled,
+                totp_last_step: r.totp_last_step,
+                created_at: r.created_at,
+            },
+        )
+    }))
 }
 
 pub async fn revoke_session(store: &Store, sid: &str) -> Result<(), StoreError> {

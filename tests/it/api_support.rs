@@ -28,8 +28,13 @@ impl Api {
     }
 
     pub async fn start_with(db: TestDb, limiter: nexus::auth::ratelimit::LoginLimiter) -> Self {
+        Self::start_full(db, limiter, &[]).await
+    }
+
+    /// With extra configuration variables.
+    pub async fn start_full(db: TestDb, limiter: nexus::auth::ratelimit::LoginLimiter, extra: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let vars = [
+        let mut vars = vec![
             ("NEXUS_DATA_DIR", dir.path().to_str().unwrap()),
             ("DATABASE_URL", db.url.as_str()),
             ("API_PORT", "0"),
@@ -38,6 +43,7 @@ impl Api {
             ("JWT_SECRET", JWT_SECRET),
             ("NEXUS_MAX_BODY_BYTES", "65536"),
         ];
+        vars.extend_from_slice(extra);
         let config =
             nexus::config::Config::from_vars(&vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
                 .unwrap();

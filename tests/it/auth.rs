@@ -399,3 +399,27 @@ async fn every_protected_route_refuses_anonymous_callers(api: &Api) {
         .unwrap();
     assert!(resp.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_only_for_configured_origins() {
+    let hour = std::time::Duration::from_secs(3600);
+    let api = Api::start_full(
+        crate::support::TestDb::sqlite().await,
+        nexus::auth::ratelimit::LoginLimiter::new(100, hour, 100, hour),
+        &[("NEXUS_CORS_ORIGINS", "https://dash.example.com")],
+    )
+    .await;
+    let preflight = |origin: &'static str| {
+        api.req(Method::OPTIONS, "/api/subagents")
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let ok = preflight("https://dash.example.com").await.unwrap();
+    assert_eq!(ok.headers()["access-control-allow-origin"], "https://dash.example.com");
+    assert_eq!(ok.headers()["access-control-allow-credentials"], "true");
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    api.stop().await;
+}

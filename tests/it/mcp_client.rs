@@ -61,7 +61,7 @@ async fn stdio_server_tools_crash_restart_timeout_and_removal() {
     let dir = tempfile::tempdir().unwrap();
     let running = start_app(&db, dir.path()).await;
     let api = format!("http://{}", running.api_addr);
-    let http = reqwest::Client::new();
+    let http = crate::mcp_server::api_client();
 
     let config = json!({"name": "fake", "transport": "stdio", "command": "python3", "args": [FAKE, "stdio"],
         "env": {"FAKE_GREETING": "merhaba-secret"}, "timeout_ms": 3000});
@@ -185,7 +185,7 @@ async fn http_server_with_secret_header_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let running = start_app(&db, dir.path()).await;
     let api = format!("http://{}", running.api_addr);
-    let http = reqwest::Client::new();
+    let http = crate::mcp_server::api_client();
 
     let url = format!("http://127.0.0.1:{port}/mcp");
     let config = json!({"name": "web", "transport": "http", "url": url,

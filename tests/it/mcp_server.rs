@@ -31,6 +31,13 @@ pub async fn start_app(db: &TestDb, dir: &std::path::Path) -> Running {
     app::start(state).await.unwrap()
 }
 
+/// An HTTP client for the REST API that sends the API key on every request.
+pub fn api_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-api-key", reqwest::header::HeaderValue::from_static(API_KEY));
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
 /// Runs tests/mcp_client.py; None when the `mcp` package is missing (the caller skips).
 pub async fn python(args: &[&str]) -> Option<(i32, Value)> {
     let out = tokio::time::timeout(
@@ -73,7 +80,7 @@ async fn scenario(db: TestDb) {
     running.state.tools.register(noted_write_tool());
     let api = format!("http://{}", running.api_addr);
     let mcp = format!("http://{}/mcp", running.mcp_addr);
-    let http = reqwest::Client::new();
+    let http = api_client();
 
     // Tokens through the API: shown once, listed without the secret.
     let created: Value = {
