@@ -99,11 +99,11 @@ pub fn parse_sse(text: &str) -> Vec<(String, Value)> {
         .collect()
 }
 
-fn events_named<'a>(events: &'a [(String, Value)], name: &str) -> Vec<&'a Value> {
+pub fn events_named<'a>(events: &'a [(String, Value)], name: &str) -> Vec<&'a Value> {
     events.iter().filter(|(n, _)| n == name).map(|(_, d)| d).collect()
 }
 
-fn tokens(events: &[(String, Value)]) -> String {
+pub fn tokens(events: &[(String, Value)]) -> String {
     events_named(events, "token").iter().map(|d| d["text"].as_str().unwrap()).collect()
 }
 

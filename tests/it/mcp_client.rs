@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use crate::mcp_server::start_app;
 use crate::support::TestDb;
 
-const FAKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp_fake_server.py");
+pub const FAKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp_fake_server.py");
 
-fn sdk_available() -> bool {
+pub fn sdk_available() -> bool {
     let ok = std::process::Command::new("python3")
         .args(["-c", "import mcp.server.mcpserver, uvicorn"])
         .status()
