@@ -397,6 +397,14 @@ async fn risky_tools_wait_for_confirmation() {
     let id = done["conversation_id"].as_str().unwrap();
     let events = env.chat(json!({"message": "never mind", "conversation_id": id})).await;
     assert_eq!(tokens(&events), "Not rebooting then.", "{events:?}");
+    // Confirmed for this turn: now it runs (this test tool always fails, which proves it ran).
+    gemini.push(Reply::Tools(vec![("reboot_server".into(), "{}".into())]));
+    gemini.push(Reply::Text("Tried.".into()));
+    let events =
+        env.chat(json!({"message": "yes, reboot", "conversation_id": id, "approved_tools": ["reboot_server"]})).await;
+    let result = events_named(&events, "tool_result")[0];
+    assert!(result["output"].as_str().unwrap().contains("must never run in tests"), "{events:?}");
+    assert!(events_named(&events, "done")[0]["pending_confirmation"].is_null());
     assert!(gemini.rejected.lock().unwrap().is_empty(), "{:?}", gemini.rejected.lock().unwrap());
     env.finish().await;
 }
