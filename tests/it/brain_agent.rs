@@ -496,3 +496,35 @@ fn chat_memory_and_usage_routes_are_in_the_openapi_document() {
         assert!(doc.paths.paths.contains_key(path), "{path} missing from {paths:?}");
     }
 }
+
+/// The real binary, configured only by environment: a chat streams, the model's call of a
+/// built-in tool (memory_add) runs, and the turn is stored.
+#[tokio::test]
+async fn the_binary_chats_with_only_a_gemini_key() {
+    let gemini = brain_doubles::start(Kind::Gemini).await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon =
+        crate::daemon::Daemon::start(dir.path(), &[("GEMINI_API_KEY", KEY), ("GEMINI_BASE_URL", &gemini.base)]);
+    gemini.push(Reply::Tools(vec![("memory_add".into(), r#"{"content": "The owner likes short answers"}"#.into())]));
+    gemini.push(Reply::Text("Noted.".into()));
+    let http = reqwest::Client::new();
+    let text = http
+        .post(format!("{}/api/chat", daemon.base))
+        .json(&json!({"message": "Remember: I like short answers"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = parse_sse(&text);
+    assert_eq!(tokens(&events), "Noted.", "{events:?}");
+    assert_eq!(events_named(&events, "tool_result")[0]["ok"], true, "{events:?}");
+    let memories: Value =
+        http.get(format!("{}/api/memory/search?q=short", daemon.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(memories["memories"][0]["content"], "The owner likes short answers");
+    let list: Value =
+        http.get(format!("{}/api/conversations", daemon.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["conversations"].as_array().unwrap().len(), 1);
+    assert!(daemon.terminate().success());
+}
