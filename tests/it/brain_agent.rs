@@ -503,11 +503,17 @@ fn chat_memory_and_usage_routes_are_in_the_openapi_document() {
 async fn the_binary_chats_with_only_a_gemini_key() {
     let gemini = brain_doubles::start(Kind::Gemini).await;
     let dir = tempfile::tempdir().unwrap();
-    let daemon =
-        crate::daemon::Daemon::start(dir.path(), &[("GEMINI_API_KEY", KEY), ("GEMINI_BASE_URL", &gemini.base)]);
+    // /api needs credentials once the auth layer is merged: the inter-service key serves here.
+    let api_key = "brain-binary-test-api-key-0123456789abcdef";
+    let daemon = crate::daemon::Daemon::start(
+        dir.path(),
+        &[("GEMINI_API_KEY", KEY), ("GEMINI_BASE_URL", &gemini.base), ("LIV_API_KEY", api_key)],
+    );
     gemini.push(Reply::Tools(vec![("memory_add".into(), r#"{"content": "The owner likes short answers"}"#.into())]));
     gemini.push(Reply::Text("Noted.".into()));
-    let http = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-api-key", reqwest::header::HeaderValue::from_static(api_key));
+    let http = reqwest::Client::builder().default_headers(headers).build().unwrap();
     let text = http
         .post(format!("{}/api/chat", daemon.base))
         .json(&json!({"message": "Remember: I like short answers"}))
