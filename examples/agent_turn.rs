@@ -154,6 +154,33 @@ async fn main() -> anyhow::Result<()> {
         percentile(&ttft, 0.5).as_secs_f64() * 1e3,
         percentile(&ttft, 0.99).as_secs_f64() * 1e3
     );
+
+    // The same turns without the HTTP hop in front: `run_turn` called directly.
+    let mut direct = Vec::with_capacity(turns);
+    for i in 0..turns + 20 {
+        let request = nexus::agent::TurnRequest {
+            conversation_key: format!("bench:{}", i / 10),
+            text: "How is the server?".into(),
+            tier: None,
+            caller: nexus::tools::Caller::System,
+            max_risk: nexus::tools::Risk::Read,
+            approved_tools: Vec::new(),
+        };
+        let started = Instant::now();
+        nexus::agent::run_turn(&running.state, request, None, tokio_util::sync::CancellationToken::new()).await?;
+        let total = started.elapsed();
+        let (arrived, finished) =
+            (provider.arrived.lock().unwrap().unwrap(), provider.finished.lock().unwrap().unwrap());
+        if i >= 20 {
+            direct.push(total.saturating_sub(finished.saturating_duration_since(arrived)));
+        }
+    }
+    direct.sort();
+    println!(
+        "run_turn called directly (no HTTP in front): p50 {:.3} ms  p99 {:.3} ms",
+        percentile(&direct, 0.5).as_secs_f64() * 1e3,
+        percentile(&direct, 0.99).as_secs_f64() * 1e3
+    );
     running.stop().await?;
     Ok(())
 }

@@ -30,6 +30,25 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 const MAX_MESSAGE_CHARS: usize = 32_000;
 
+/// A query-string extractor whose rejection (e.g. `limit=abc`) answers in the API's JSON error shape.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(Query), rejection(QueryError))]
+pub struct ApiQuery<T>(pub T);
+
+pub struct QueryError(ApiError);
+
+impl From<axum::extract::rejection::QueryRejection> for QueryError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        Self(ApiError::validation(rejection.body_text()))
+    }
+}
+
+impl axum::response::IntoResponse for QueryError {
+    fn into_response(self) -> axum::response::Response {
+        self.0.into_response()
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatBody {
@@ -185,7 +204,7 @@ pub struct ConversationList {
     responses((status = 200, body = ConversationList)))]
 async fn list_conversations(
     State(state): State<AppState>,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult<ApiJson<ConversationList>> {
     let (limit, offset) = page.bounds();
     Ok(ApiJson(ConversationList { conversations: record::list(&state.store, limit, offset).await? }))
@@ -278,7 +297,7 @@ pub struct UsageReport {
 /// Token usage per day, provider, model and conversation.
 #[utoipa::path(get, path = "/usage", tag = "chat", params(UsageQuery),
     responses((status = 200, body = UsageReport)))]
-async fn usage(State(state): State<AppState>, Query(q): Query<UsageQuery>) -> ApiResult<ApiJson<UsageReport>> {
+async fn usage(State(state): State<AppState>, ApiQuery(q): ApiQuery<UsageQuery>) -> ApiResult<ApiJson<UsageReport>> {
     let days = q.days.unwrap_or(30).clamp(1, 366);
     let since = record::utc_day(crate::store::now_ms() - (days - 1) * 86_400_000);
     let rows: Vec<UsageRow> = sqlx::query_as(

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -16,6 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{Risk, Tool, ToolError};
+use crate::agent::api::ApiQuery;
 use crate::api::{ApiError, ApiJson, ApiResult, ErrorBody};
 use crate::app::AppState;
 use crate::store::{Backend, Store, StoreError, now_ms};
@@ -328,7 +329,10 @@ pub struct MemoryList {
 
 /// Memories, newest first.
 #[utoipa::path(get, path = "/memory", tag = "memory", params(ListQuery), responses((status = 200, body = MemoryList)))]
-async fn list_memories(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<ApiJson<MemoryList>> {
+async fn list_memories(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<ApiJson<MemoryList>> {
     let limit = q.limit.unwrap_or(50).clamp(1, 200);
     Ok(ApiJson(MemoryList { memories: list(&state.store, limit, q.offset.unwrap_or(0).max(0)).await? }))
 }
@@ -373,7 +377,7 @@ pub struct SearchQuery {
     responses((status = 200, body = MemoryList), (status = 400, body = ErrorBody)))]
 async fn search_memories(
     State(state): State<AppState>,
-    Query(q): Query<SearchQuery>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> ApiResult<ApiJson<MemoryList>> {
     let text = q.q.as_deref().map(str::trim).unwrap_or_default();
     if text.is_empty() {

@@ -70,8 +70,12 @@ async fn hybrid_memory(db: TestDb) {
         let r = env.http.post(format!("{}/api/memory", env.base)).json(&bad).send().await.unwrap();
         assert_eq!(r.status(), 400, "{bad}");
     }
-    let r = env.http.get(format!("{}/api/memory/search?q=", env.base)).send().await.unwrap();
-    assert_eq!(r.status(), 400);
+    for bad in ["/api/memory/search?q=", "/api/memory/search?q=x&limit=many", "/api/memory?limit=abc"] {
+        let r = env.http.get(format!("{}{bad}", env.base)).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let err: Value = r.json().await.unwrap();
+        assert_eq!(err["error"], "validation_failed", "{bad}");
+    }
     env.finish().await;
 }
 
