@@ -65,7 +65,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("nexus: {e:#}");
+            eprintln!("nexus: {e}");
             ExitCode::FAILURE
         }
     }
