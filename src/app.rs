@@ -28,6 +28,8 @@ pub enum StartError {
     Bus(#[from] BusError),
     #[error("{0} — check NEXUS_SECRET_KEY or the key file in the data dir")]
     Vault(#[from] VaultError),
+    #[error("channels: {0}")]
+    Channels(#[from] crate::channels::ChannelError),
     #[error("cannot listen on {addr}: {source} — is another process using the port? change API_PORT/NEXUS_HOST")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -131,6 +133,7 @@ pub async fn start(state: AppState) -> Result<Running, StartError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
     let api_addr = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
 
+    crate::channels::start(&state).await?;
     let app = crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stop = state.shutdown.clone();
     let server =

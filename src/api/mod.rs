@@ -36,7 +36,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
 /// with one line; handlers carry `#[utoipa::path]` so the OpenAPI document lists them. The auth
 /// layer wraps this whole set.
 pub fn protected_api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    OpenApiRouter::new().merge(crate::channels::api::routes())
 }
 
 /// The whole HTTP application of `API_PORT`.

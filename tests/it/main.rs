@@ -5,3 +5,8 @@ mod crash;
 mod daemon;
 mod store_conformance;
 mod support;
+mod channels_crash;
+mod channels_discord;
+mod channels_doubles;
+mod channels_telegram;
+mod channels_whatsapp;
