@@ -38,7 +38,7 @@ CREATE TABLE channel_sessions (
     channel       TEXT NOT NULL,
     sender_id     TEXT NOT NULL,
     think         TEXT NOT NULL DEFAULT 'medium',
-    verbose       TEXT NOT NULL DEFAULT 'off',
+    verbosity     TEXT NOT NULL DEFAULT 'off',
     tier          TEXT,
     epoch         INTEGER NOT NULL DEFAULT 0,
     messages      INTEGER NOT NULL DEFAULT 0,

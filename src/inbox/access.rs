@@ -145,7 +145,7 @@ impl Session {
 
 pub async fn session(store: &Store, channel: &str, sender_id: &str) -> Result<Session, StoreError> {
     let row = sqlx::query_as::<_, Session>(
-        "SELECT think, verbose, tier, epoch, messages, input_tokens, output_tokens, pending
+        "SELECT think, verbosity AS verbose, tier, epoch, messages, input_tokens, output_tokens, pending
          FROM channel_sessions WHERE channel = $1 AND sender_id = $2",
     )
     .bind(channel)
@@ -157,10 +157,10 @@ pub async fn session(store: &Store, channel: &str, sender_id: &str) -> Result<Se
 
 pub async fn save_session(store: &Store, channel: &str, sender_id: &str, s: &Session) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO channel_sessions (channel, sender_id, think, verbose, tier, epoch, messages, input_tokens,
+        "INSERT INTO channel_sessions (channel, sender_id, think, verbosity, tier, epoch, messages, input_tokens,
              output_tokens, pending, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (channel, sender_id) DO UPDATE SET think = excluded.think, verbose = excluded.verbose,
+         ON CONFLICT (channel, sender_id) DO UPDATE SET think = excluded.think, verbosity = excluded.verbosity,
              tier = excluded.tier, epoch = excluded.epoch, pending = excluded.pending, updated_at = excluded.updated_at",
     )
     .bind(channel)
