@@ -30,6 +30,8 @@ pub enum StartError {
     Vault(#[from] VaultError),
     #[error("{0} — set JWT_SECRET (32+ characters) or make the data dir writable")]
     Auth(#[from] crate::auth::TokenError),
+    #[error("channels: {0}")]
+    Channels(#[from] crate::channels::ChannelError),
     #[error("cannot listen on {addr}: {source} — is another process using the port? change API_PORT/NEXUS_HOST")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error(
@@ -154,6 +156,7 @@ pub async fn start(state: AppState) -> Result<Running, StartError> {
 
     crate::auth::start_housekeeping(&state);
     let mcp_addr = crate::mcp::start(&state).await?;
+    crate::channels::start(&state).await?;
     let app = crate::api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stop = state.shutdown.clone();
     let server =

@@ -49,6 +49,7 @@ pub fn protected_api() -> OpenApiRouter<AppState> {
         .merge(audit::routes())
         .merge(crate::agent::api::routes())
         .merge(crate::mcp::api())
+        .merge(crate::channels::api::routes())
 }
 
 /// `/api` routes reachable without credentials: first-run setup, login, the OpenAPI document.

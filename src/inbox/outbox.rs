@@ -1,0 +1,241 @@
+//! The outbox: replies and outbound messages as Store rows, delivered through the channel adapters
+//! by one sender loop per daemon. A row is claimed for a lease before sending, so a daemon killed
+//! mid-send leaves it to be claimed again; within a chat, rows go out strictly in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::split;
+use crate::channels::{ChannelKind, Hub, SendError};
+use crate::store::{Store, StoreError, now_ms};
+
+/// How long a claimed row stays with its sender before another may take it (a dead daemon's rows).
+const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
+fn lease() -> Duration {
+    // From the environment directly (the foundation's Config has no outbox section); the crash
+    // tests shorten it so a killed daemon's rows are taken up again quickly.
+    std::env::var("NEXUS_OUTBOX_LEASE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|v| *v > 0)
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_LEASE)
+}
+const BATCH: i64 = 128;
+/// After this many failed attempts a row is given up (kept, with its last error, for the API).
+const MAX_ATTEMPTS: i64 = 30;
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Claimed {
+    seq: i64,
+    id: String,
+    channel: String,
+    chat_id: String,
+    reply_to: Option<String>,
+    text: String,
+    parts_sent: i64,
+    attempts: i64,
+}
+
+/// A message for the outbox.
+pub struct NewRow<'a> {
+    pub id: &'a str,
+    pub channel: &'a str,
+    pub chat_id: &'a str,
+    pub reply_to: Option<&'a str>,
+    pub text: &'a str,
+}
+
+/// True when an item with this id already has its reply (or was deliberately left unanswered).
+pub async fn exists(store: &Store, id: &str) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE id = $1").bind(id).fetch_one(store.pool()).await?;
+    Ok(n > 0)
+}
+
+/// Adds a row; returns false when a row with this id exists already (nothing changes then).
+pub async fn insert(store: &Store, row: NewRow<'_>) -> Result<bool, StoreError> {
+    insert_with_status(store, row, "pending").await
+}
+
+/// Records that an item is settled without an answer (rate-limited), so a redelivery stays quiet.
+pub async fn insert_silent(store: &Store, id: &str, channel: &str, chat_id: &str) -> Result<bool, StoreError> {
+    insert_with_status(store, NewRow { id, channel, chat_id, reply_to: None, text: "" }, "dropped").await
+}
+
+async fn insert_with_status(store: &Store, row: NewRow<'_>, status: &str) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "INSERT INTO outbox (id, channel, chat_id, reply_to, text, status, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(row.id)
+    .bind(row.channel)
+    .bind(row.chat_id)
+    .bind(row.reply_to)
+    .bind(row.text)
+    .bind(status)
+    .bind(now)
+    .execute(store.pool())
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Counts of rows by status, for the API and tests.
+pub async fn counts(store: &Store, channel: &str) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM outbox WHERE channel = $1 GROUP BY status ORDER BY status")
+            .bind(channel)
+            .fetch_all(store.pool())
+            .await?;
+    Ok(rows)
+}
+
+async fn claim(store: &Store) -> Result<Vec<Claimed>, StoreError> {
+    let now = now_ms();
+    // Only the oldest unsent row of each chat is eligible, which keeps each chat in order even
+    // while one of its rows waits for a retry. The repeated condition outside the sub-select makes
+    // a concurrent claim by another instance come back empty instead of sending twice.
+    let rows = sqlx::query_as::<_, Claimed>(
+        "UPDATE outbox SET status = 'sending', claimed_until = $1, attempts = attempts + 1
+         WHERE seq IN (
+             SELECT o.seq FROM outbox o
+             WHERE ((o.status = 'pending' AND o.next_attempt_at <= $2) OR (o.status = 'sending' AND o.claimed_until <= $2))
+               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.channel = o.channel AND p.chat_id = o.chat_id
+                               AND p.status IN ('pending', 'sending') AND p.seq < o.seq)
+             ORDER BY o.seq LIMIT $3)
+           AND ((status = 'pending' AND next_attempt_at <= $2) OR (status = 'sending' AND claimed_until <= $2))
+         RETURNING seq, id, channel, chat_id, reply_to, text, parts_sent, attempts",
+    )
+    .bind(now + lease().as_millis() as i64)
+    .bind(now)
+    .bind(BATCH)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows)
+}
+
+/// Delivers outbox rows until the daemon stops.
+pub(crate) async fn run_sender(hub: Arc<Hub>, stop: CancellationToken) {
+    let store = hub.state().store.clone();
+    let mut failures = 0u32;
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let wake = hub.outbox_wake.notified();
+        let rows = match claim(&store).await {
+            Ok(rows) => {
+                failures = 0;
+                rows
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, "outbox: cannot claim rows");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(crate::channels::backoff(failures)) => {}
+                }
+                continue;
+            }
+        };
+        if rows.is_empty() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = wake => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+            }
+            continue;
+        }
+        let mut sends = JoinSet::new();
+        for row in rows {
+            let hub = hub.clone();
+            sends.spawn(async move { deliver(&hub, row).await });
+        }
+        while let Some(done) = sends.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::warn!(error = %e, "outbox: cannot record a delivery");
+            }
+        }
+    }
+}
+
+async fn deliver(hub: &Hub, row: Claimed) -> Result<(), StoreError> {
+    let store = &hub.state().store;
+    let Some(kind) = ChannelKind::parse(&row.channel) else {
+        return finish(store, row.seq, "failed", Some(&format!("no channel named '{}'", row.channel))).await;
+    };
+    let Some(adapter) = hub.adapter(kind) else {
+        let reason = format!("{} is not connected", kind.as_str());
+        return retry(store, &row, &reason, None).await;
+    };
+    let mut pieces = split::split(&row.text, kind.limit());
+    if pieces.is_empty() {
+        pieces.push("…".into());
+    }
+    let mut sent = usize::try_from(row.parts_sent).unwrap_or(0);
+    while sent < pieces.len() {
+        let reply_to = if sent == 0 { row.reply_to.as_deref() } else { None };
+        let key = format!("{}#{sent}", row.id);
+        match adapter.send(&row.chat_id, &pieces[sent], reply_to, &key).await {
+            Ok(()) => {
+                sent += 1;
+                metrics::counter!("nexus_channel_messages_total", "channel" => kind.as_str(), "direction" => "out")
+                    .increment(1);
+                if sent < pieces.len() {
+                    sqlx::query("UPDATE outbox SET parts_sent = $1 WHERE seq = $2")
+                        .bind(sent as i64)
+                        .bind(row.seq)
+                        .execute(store.pool())
+                        .await?;
+                }
+            }
+            Err(SendError::Retry { reason, after }) => {
+                hub.update_status(kind, |s| s.error = Some(format!("sending failed: {reason}")));
+                return retry(store, &row, &reason, after).await;
+            }
+            Err(SendError::Permanent(reason)) => {
+                tracing::warn!(channel = kind.as_str(), chat = %row.chat_id, error = %reason, "message refused by the platform");
+                return finish(store, row.seq, "failed", Some(&reason)).await;
+            }
+        }
+    }
+    sqlx::query("UPDATE outbox SET status = 'sent', parts_sent = $1, sent_at = $2, last_error = NULL WHERE seq = $3")
+        .bind(pieces.len() as i64)
+        .bind(now_ms())
+        .bind(row.seq)
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
+async fn retry(store: &Store, row: &Claimed, reason: &str, after: Option<Duration>) -> Result<(), StoreError> {
+    if row.attempts >= MAX_ATTEMPTS {
+        return finish(store, row.seq, "failed", Some(reason)).await;
+    }
+    // 1 s doubling to 5 min, or what the platform asked for.
+    let wait = after.unwrap_or_else(|| {
+        Duration::from_secs(1u64 << (row.attempts.clamp(1, 9) - 1) as u32).min(Duration::from_secs(300))
+    });
+    sqlx::query("UPDATE outbox SET status = 'pending', next_attempt_at = $1, last_error = $2 WHERE seq = $3")
+        .bind(now_ms() + wait.as_millis() as i64)
+        .bind(reason)
+        .bind(row.seq)
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
+async fn finish(store: &Store, seq: i64, status: &str, error: Option<&str>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE outbox SET status = $1, last_error = $2 WHERE seq = $3")
+        .bind(status)
+        .bind(error)
+        .bind(seq)
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
