@@ -58,8 +58,9 @@ async fn whatsapp_bridge_over_redis_lists() {
 
     let db = TestDb::sqlite().await;
     let prefix = unique_prefix();
-    let nexus = Nexus::start(&db.url, &[("REDIS_URL", DB_URL), ("NEXUS_REDIS_PREFIX", &prefix), ("WHATSAPP_ENABLED", "true")])
-        .await;
+    let nexus =
+        Nexus::start(&db.url, &[("REDIS_URL", DB_URL), ("NEXUS_REDIS_PREFIX", &prefix), ("WHATSAPP_ENABLED", "true")])
+            .await;
     let (status, body) = nexus.put("/channels/whatsapp", json!({"token": "nope"})).await;
     assert_eq!(status, 400, "{body}");
     let (status, _) = nexus.put("/channels/whatsapp", json!({"allow_from": [OWNER]})).await;
