@@ -308,14 +308,14 @@ impl Discord {
         let (mut sink, mut source) = ws.split();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
         let hello = json!({"op": 10, "d": {"heartbeat_interval": 41250}, "s": null, "t": null});
-        if sink.send(Ws::Text(hello.to_string().into())).await.is_err() {
+        if sink.send(Ws::Text(hello.to_string())).await.is_err() {
             return;
         }
         loop {
             tokio::select! {
                 out = rx.recv() => {
                     let Some(out) = out else { return };
-                    if sink.send(Ws::Text(out.to_string().into())).await.is_err() { return; }
+                    if sink.send(Ws::Text(out.to_string())).await.is_err() { return; }
                 }
                 frame = source.next() => {
                     let Some(Ok(frame)) = frame else { return };

@@ -170,7 +170,7 @@ async fn telegram_flow(db: &TestDb) {
 
     // A long message is split at the limit, on paragraph boundaries, in order.
     let paragraph = "Lorem ipsum dolor sit amet. ".repeat(40);
-    let long = vec![paragraph.trim(); 10].join("\n\n");
+    let long = [paragraph.trim(); 10].join("\n\n");
     let (status, accepted) =
         nexus.post("/channels/telegram/send", json!({"chat_id": OWNER.to_string(), "text": long})).await;
     assert_eq!(status, 202, "{accepted}");
