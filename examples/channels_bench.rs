@@ -3,8 +3,8 @@
 //! the router, the brain (without a provider it answers at once — an instant provider) and the
 //! outbox, and the reply arrives back at the loopback server.
 //!
-//! `cargo run --release --example channels_bench` (BENCH_MESSAGES, BENCH_CHATS, DATABASE_URL
-//! and REDIS_URL optional).
+//! `cargo run --release --example channels_bench` (BENCH_MESSAGES, BENCH_CHATS, BENCH_RATE,
+//! DATABASE_URL and REDIS_URL optional).
 
 #[path = "../tests/it/channels_doubles.rs"]
 mod doubles;
@@ -21,6 +21,8 @@ fn env_usize(name: &str, default: usize) -> usize {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let messages = env_usize("BENCH_MESSAGES", 5000);
+    // 0 = push everything at once (throughput); else messages per second (latency below saturation).
+    let rate = env_usize("BENCH_RATE", 0);
     let chats = env_usize("BENCH_CHATS", 100) as i64;
     let dir = tempfile::tempdir()?;
     let tg = doubles::Telegram::start().await;
@@ -61,6 +63,10 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     for i in 0..messages {
         let chat = 10_000 + (i as i64 % chats);
+        if rate > 0 {
+            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
         pushed.entry(chat).or_default().push(Instant::now());
         tg.private(chat, "Bench", &format!("message {i}"));
     }

@@ -124,7 +124,9 @@ async fn put_channel(
     if let Some(allow) = &update.allow_from
         && let Some(bad) = allow.iter().find(|a| a.trim().is_empty() || a.len() > 200)
     {
-        return Err(ApiError::validation(format!("allow_from entry '{bad}' must be a sender id of 1 to 200 characters.")));
+        return Err(ApiError::validation(format!(
+            "allow_from entry '{bad}' must be a sender id of 1 to 200 characters."
+        )));
     }
     if update.policy.as_ref().is_some_and(|p| p.rate_per_minute == 0 || p.rate_per_minute > 10_000) {
         return Err(ApiError::validation("policy.rate_per_minute must be between 1 and 10000."));
@@ -142,10 +144,7 @@ async fn put_channel(
     hub.save(kind, &config, update.token.as_deref().map(str::trim)).await?;
     // Applied here at once too, so the answer shows the new state (other instances hear the topic).
     hub.reload(kind).await?;
-    state
-        .store
-        .audit("api", "channel.update", &format!("{} enabled={}", kind.as_str(), config.enabled), None)
-        .await?;
+    state.store.audit("api", "channel.update", &format!("{} enabled={}", kind.as_str(), config.enabled), None).await?;
     Ok(ApiJson(view(&hub, kind).await?))
 }
 
@@ -155,9 +154,9 @@ fn validate_token(kind: ChannelKind, token: &str) -> ApiResult<()> {
         ChannelKind::Whatsapp if !token.is_empty() => {
             Err(ApiError::validation("WhatsApp takes no token: the bridge is linked with its QR code."))
         }
-        ChannelKind::Telegram if !token.is_empty() && !token.contains(':') => Err(ApiError::validation(
-            "A Telegram bot token looks like 123456:ABC-DEF… (from @BotFather).",
-        )),
+        ChannelKind::Telegram if !token.is_empty() && !token.contains(':') => {
+            Err(ApiError::validation("A Telegram bot token looks like 123456:ABC-DEF… (from @BotFather)."))
+        }
         _ if token.len() > 500 || token.chars().any(char::is_whitespace) => {
             Err(ApiError::validation("The token must be one line without spaces."))
         }
@@ -284,7 +283,10 @@ async fn approve_pairing(
         .await?
         .ok_or_else(|| ApiError::not_found("No open pairing with this code (codes expire after an hour)."))?;
     admit(&hub, kind, &pairing).await?;
-    state.store.audit("api", "channel.pairing.approve", &format!("{} {}", kind.as_str(), pairing.sender_id), None).await?;
+    state
+        .store
+        .audit("api", "channel.pairing.approve", &format!("{} {}", kind.as_str(), pairing.sender_id), None)
+        .await?;
     Ok(ApiJson(pairing))
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serenity::all::{
-    ChannelId, ConnectionStage, Context, CreateMessage, EventHandler, GatewayIntents, Http, HttpBuilder,
-    Message, Nonce, Ready, ShardStageUpdateEvent, UserId,
+    ChannelId, ConnectionStage, Context, CreateMessage, EventHandler, GatewayIntents, Http, HttpBuilder, Message,
+    Nonce, Ready, ShardStageUpdateEvent, UserId,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -173,7 +173,12 @@ async fn run(hub: Arc<Hub>, token: String, cancel: CancellationToken) {
 }
 
 /// Runs one client until it fails (Err) or is cancelled (Ok).
-async fn connect_once(hub: &Arc<Hub>, api_url: Option<&str>, token: &str, cancel: &CancellationToken) -> Result<(), String> {
+async fn connect_once(
+    hub: &Arc<Hub>,
+    api_url: Option<&str>,
+    token: &str,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
     let http = http(api_url, token);
     let me = http.get_current_user().await.map_err(|e| format!("GET /users/@me failed: {e}"))?;
     let me_id = me.id;

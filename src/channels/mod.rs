@@ -243,8 +243,7 @@ impl Hub {
     }
 
     pub fn status(&self, kind: ChannelKind) -> ChannelStatus {
-        let mut status =
-            self.status.lock().unwrap_or_else(|p| p.into_inner()).get(&kind).cloned().unwrap_or_default();
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner()).get(&kind).cloned().unwrap_or_default();
         status.enabled = self.config(kind).enabled;
         status
     }
@@ -339,7 +338,12 @@ impl Hub {
     }
 
     /// Stores a channel's config (and token, when given) and tells every instance to apply it.
-    pub async fn save(&self, kind: ChannelKind, config: &ChannelConfig, token: Option<&str>) -> Result<(), ChannelError> {
+    pub async fn save(
+        &self,
+        kind: ChannelKind,
+        config: &ChannelConfig,
+        token: Option<&str>,
+    ) -> Result<(), ChannelError> {
         if let Some(token) = token {
             if token.is_empty() {
                 self.state.vault.delete(&kind.token_secret()).await?;

@@ -35,7 +35,10 @@ struct TelegramAdapter {
 }
 
 fn chat(chat_id: &str) -> Result<ChatId, SendError> {
-    chat_id.parse::<i64>().map(ChatId).map_err(|_| SendError::Permanent(format!("'{chat_id}' is not a Telegram chat id")))
+    chat_id
+        .parse::<i64>()
+        .map(ChatId)
+        .map_err(|_| SendError::Permanent(format!("'{chat_id}' is not a Telegram chat id")))
 }
 
 fn classify(e: RequestError) -> SendError {

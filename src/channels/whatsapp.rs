@@ -145,7 +145,8 @@ async fn consume(hub: &Arc<Hub>, url: &str, cancel: &CancellationToken) -> Resul
     let blocking_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(BLOCK_SECS as u64 + 5)));
-    let mut blocking: MultiplexedConnection = client.get_multiplexed_async_connection_with_config(&blocking_config).await?;
+    let mut blocking: MultiplexedConnection =
+        client.get_multiplexed_async_connection_with_config(&blocking_config).await?;
     if cancel.is_cancelled() {
         return Ok(());
     }
@@ -205,7 +206,8 @@ async fn report_bridge(hub: &Hub, conn: &mut ConnectionManager) -> Result<(), re
     if bridge_down {
         hub.set_error(KIND, format!("the bridge reports: {}", status.unwrap_or_default()));
     } else {
-        let name = parsed.as_ref().and_then(|v| v.get("name").or(v.get("user"))).and_then(Value::as_str).map(String::from);
+        let name =
+            parsed.as_ref().and_then(|v| v.get("name").or(v.get("user"))).and_then(Value::as_str).map(String::from);
         hub.set_connected(KIND, name, None);
     }
     Ok(())

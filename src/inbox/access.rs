@@ -31,13 +31,14 @@ pub async fn pairing_code(
     chat_id: &str,
 ) -> Result<String, StoreError> {
     let now = now_ms();
-    let open: Option<String> =
-        sqlx::query_scalar("SELECT code FROM channel_pairings WHERE channel = $1 AND sender_id = $2 AND expires_at > $3")
-            .bind(channel)
-            .bind(sender_id)
-            .bind(now)
-            .fetch_optional(store.pool())
-            .await?;
+    let open: Option<String> = sqlx::query_scalar(
+        "SELECT code FROM channel_pairings WHERE channel = $1 AND sender_id = $2 AND expires_at > $3",
+    )
+    .bind(channel)
+    .bind(sender_id)
+    .bind(now)
+    .fetch_optional(store.pool())
+    .await?;
     if let Some(code) = open {
         return Ok(code);
     }
@@ -66,11 +67,12 @@ pub async fn pairing_code(
     .await?;
     if done.rows_affected() == 0 {
         // Another message of the same sender created one at the same moment: use that.
-        let code: String = sqlx::query_scalar("SELECT code FROM channel_pairings WHERE channel = $1 AND sender_id = $2")
-            .bind(channel)
-            .bind(sender_id)
-            .fetch_one(store.pool())
-            .await?;
+        let code: String =
+            sqlx::query_scalar("SELECT code FROM channel_pairings WHERE channel = $1 AND sender_id = $2")
+                .bind(channel)
+                .bind(sender_id)
+                .fetch_one(store.pool())
+                .await?;
         return Ok(code);
     }
     Ok(code)

@@ -26,7 +26,10 @@ Anything else goes to the assistant.";
 pub enum Outcome {
     Reply(String),
     /// Run the brain after all (`!yes`): the stored text with the confirmed tool allowed.
-    RunTurn { text: String, approved_tools: Vec<String> },
+    RunTurn {
+        text: String,
+        approved_tools: Vec<String>,
+    },
 }
 
 /// `(command, arguments)` when the text is a command. A Telegram-style `/cmd@botname` loses the

@@ -53,7 +53,8 @@ pub struct NewRow<'a> {
 
 /// True when an item with this id already has its reply (or was deliberately left unanswered).
 pub async fn exists(store: &Store, id: &str) -> Result<bool, StoreError> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE id = $1").bind(id).fetch_one(store.pool()).await?;
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE id = $1").bind(id).fetch_one(store.pool()).await?;
     Ok(n > 0)
 }
 

@@ -150,7 +150,8 @@ async fn process(hub: &Hub, item: &InboxItem, stop: &CancellationToken) -> Resul
         hub.update_status(kind, |s| s.last_message = Some(item.timestamp));
     }
     if !item.trusted && !config.allows(&item.sender_id) {
-        let code = access::pairing_code(store, &item.channel, &item.sender_id, &item.sender_name, &item.chat_id).await?;
+        let code =
+            access::pairing_code(store, &item.channel, &item.sender_id, &item.sender_name, &item.chat_id).await?;
         let text = format!(
             "Hi {}! I don't know you yet, so I can't answer. Your pairing code is {code}. \
              Ask the owner to approve it (\"!approve {code}\" from an allowed chat, or in the dashboard). \
@@ -181,8 +182,13 @@ async fn process(hub: &Hub, item: &InboxItem, stop: &CancellationToken) -> Resul
 }
 
 async fn reply(hub: &Hub, item: &InboxItem, text: &str) -> Result<(), InboxError> {
-    let row =
-        NewRow { id: &item.id, channel: &item.channel, chat_id: &item.chat_id, reply_to: item.reply_to.as_deref(), text };
+    let row = NewRow {
+        id: &item.id,
+        channel: &item.channel,
+        chat_id: &item.chat_id,
+        reply_to: item.reply_to.as_deref(),
+        text,
+    };
     outbox::insert(&hub.state().store, row).await?;
     hub.outbox_wake.notify_one();
     Ok(())
@@ -260,8 +266,7 @@ async fn answer(
     let _ = progress_task.await;
     match result {
         Ok(reply) => {
-            access::count_usage(store, &item.channel, &item.sender_id, reply.input_tokens, reply.output_tokens)
-                .await?;
+            access::count_usage(store, &item.channel, &item.sender_id, reply.input_tokens, reply.output_tokens).await?;
             match reply.pending_confirmation {
                 Some(pending) => {
                     let mut session = access::session(store, &item.channel, &item.sender_id).await?;

@@ -89,11 +89,13 @@ fn prefix_within(text: &str, budget: usize, limit: Limit) -> usize {
     text.len()
 }
 
+type Finder = dyn Fn(&str) -> Option<usize>;
+
 /// Where to cut inside `window`: after the last paragraph break, line break, sentence end or
 /// space that keeps the piece at least a quarter full; else at the window's end.
 fn best_break(window: &str) -> usize {
     let floor = window.len() / 4;
-    let candidates: [&dyn Fn(&str) -> Option<usize>; 4] = [
+    let candidates: [&Finder; 4] = [
         &|w| w.rfind("\n\n").map(|i| i + 2),
         &|w| w.rfind('\n').map(|i| i + 1),
         &|w| [". ", "! ", "? ", "。"].iter().filter_map(|s| w.rfind(s).map(|i| i + s.len())).max(),

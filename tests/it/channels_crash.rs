@@ -38,10 +38,15 @@ async fn crash_and_recover(extra: &[(&str, &str)]) {
     envs.extend_from_slice(extra);
     let daemon = Daemon::start(dir.path(), &envs);
     let allow: Vec<String> = (1..=CHATS).map(|c| (1000 + c).to_string()).collect();
-    api(&daemon.base, reqwest::Method::PUT, "/channels/telegram", json!({
-        "enabled": true, "token": "42:crash", "allow_from": allow,
-        "policy": {"max_risk": "read", "rate_per_minute": 1000, "groups_require_mention": true},
-    }))
+    api(
+        &daemon.base,
+        reqwest::Method::PUT,
+        "/channels/telegram",
+        json!({
+            "enabled": true, "token": "42:crash", "allow_from": allow,
+            "policy": {"max_risk": "read", "rate_per_minute": 1000, "groups_require_mention": true},
+        }),
+    )
     .await;
 
     for round in 0..PER_CHAT {
@@ -59,7 +64,8 @@ async fn crash_and_recover(extra: &[(&str, &str)]) {
     assert!(answered_before < total, "the kill came while messages were in flight");
 
     let daemon = Daemon::start(dir.path(), &envs);
-    let recovered = tokio::time::timeout(Duration::from_secs(120), tg.wait_total(total, Duration::from_secs(120))).await;
+    let recovered =
+        tokio::time::timeout(Duration::from_secs(120), tg.wait_total(total, Duration::from_secs(120))).await;
     // Anything late (a duplicate) would show up now.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let stopped = daemon.terminate().success();
@@ -67,7 +73,8 @@ async fn crash_and_recover(extra: &[(&str, &str)]) {
     assert!(stopped, "clean stop after recovery");
 
     // One reply row per inbound message: the brain answered each message exactly once.
-    let store = nexus::store::Store::connect(&format!("sqlite://{}", dir.path().join("nexus.db").display())).await.unwrap();
+    let store =
+        nexus::store::Store::connect(&format!("sqlite://{}", dir.path().join("nexus.db").display())).await.unwrap();
     let (rows, unsent, in_doubt): (i64, i64, i64) = sqlx::query_as(
         "SELECT COUNT(*), SUM(CASE WHEN status <> 'sent' THEN 1 ELSE 0 END), SUM(CASE WHEN attempts > 1 THEN 1 ELSE 0 END)
          FROM outbox WHERE channel = 'telegram'",

@@ -17,8 +17,9 @@ async fn discord_dms_and_mentions() {
     let dc = Discord::start().await;
     let db = TestDb::sqlite().await;
     let nexus = Nexus::start(&db.url, &[("DISCORD_API_URL", &dc.url)]).await;
-    let (status, view) =
-        nexus.put("/channels/discord", json!({"enabled": true, "token": "discord-bot-token", "allow_from": ["111"]})).await;
+    let (status, view) = nexus
+        .put("/channels/discord", json!({"enabled": true, "token": "discord-bot-token", "allow_from": ["111"]}))
+        .await;
     assert_eq!(status, 200, "{view}");
     let view = nexus.wait_status("discord", WAIT, |s| s["connected"] == true).await;
     assert_eq!(view["status"]["bot_name"], "nexusbot");
@@ -46,7 +47,11 @@ async fn discord_dms_and_mentions() {
     let (status, _) = nexus.post("/channels/discord/send", json!({"chat_id": "5001", "text": long})).await;
     assert_eq!(status, 202);
     let replies = dc.wait_for("5001", 4, WAIT).await;
-    assert!(replies[1..].iter().all(|r| r.chars().count() <= 2000), "{:?}", replies.iter().map(|r| r.len()).collect::<Vec<_>>());
+    assert!(
+        replies[1..].iter().all(|r| r.chars().count() <= 2000),
+        "{:?}",
+        replies.iter().map(|r| r.len()).collect::<Vec<_>>()
+    );
     assert_eq!(replies[1..].join(" "), long.trim());
     assert!(dc.created_in("5001").iter().all(|b| b["enforce_nonce"] == true && b["nonce"].is_string()));
 

@@ -221,10 +221,14 @@ async fn tg_method(
             let chat = body["chat_id"].clone();
             let text = body["text"].as_str().unwrap_or_default().to_string();
             if text.is_empty() || text.encode_utf16().count() > 4096 {
-                return Json(json!({"ok": false, "error_code": 400, "description": "Bad Request: message is too long"}));
+                return Json(
+                    json!({"ok": false, "error_code": 400, "description": "Bad Request: message is too long"}),
+                );
             }
             if body.get("parse_mode").is_some() {
-                return Json(json!({"ok": false, "error_code": 400, "description": "Bad Request: plain text expected"}));
+                return Json(
+                    json!({"ok": false, "error_code": 400, "description": "Bad Request: plain text expected"}),
+                );
             }
             let mid = double.next_message_id();
             double.inner.lock().unwrap().sent.push((Instant::now(), body.clone()));
@@ -304,14 +308,14 @@ impl Discord {
         let (mut sink, mut source) = ws.split();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
         let hello = json!({"op": 10, "d": {"heartbeat_interval": 41250}, "s": null, "t": null});
-        if sink.send(Ws::Text(hello.to_string().into())).await.is_err() {
+        if sink.send(Ws::Text(hello.to_string())).await.is_err() {
             return;
         }
         loop {
             tokio::select! {
                 out = rx.recv() => {
                     let Some(out) = out else { return };
-                    if sink.send(Ws::Text(out.to_string().into())).await.is_err() { return; }
+                    if sink.send(Ws::Text(out.to_string())).await.is_err() { return; }
                 }
                 frame = source.next() => {
                     let Some(Ok(frame)) = frame else { return };
@@ -351,7 +355,15 @@ impl Discord {
     }
 
     /// Dispatches MESSAGE_CREATE to every identified session.
-    pub fn message(&self, channel: &str, guild: Option<&str>, author: &str, bot: bool, content: &str, mentions_bot: bool) {
+    pub fn message(
+        &self,
+        channel: &str,
+        guild: Option<&str>,
+        author: &str,
+        bot: bool,
+        content: &str,
+        mentions_bot: bool,
+    ) {
         let mut inner = self.inner.lock().unwrap();
         inner.seq += 1;
         inner.next_id += 1;
@@ -380,8 +392,11 @@ impl Discord {
     pub async fn wait_for(&self, channel: &str, n: usize, within: Duration) -> Vec<String> {
         let deadline = Instant::now() + within;
         loop {
-            let got: Vec<String> =
-                self.created_in(channel).iter().map(|b| b["content"].as_str().unwrap_or_default().to_string()).collect();
+            let got: Vec<String> = self
+                .created_in(channel)
+                .iter()
+                .map(|b| b["content"].as_str().unwrap_or_default().to_string())
+                .collect();
             if got.len() >= n {
                 return got;
             }
@@ -412,7 +427,10 @@ async fn dc_create_message(
 ) -> Result<Json<Value>, (axum::http::StatusCode, Json<Value>)> {
     let content = body["content"].as_str().unwrap_or_default().to_string();
     if content.is_empty() || content.chars().count() > 2000 {
-        return Err((axum::http::StatusCode::BAD_REQUEST, Json(json!({"code": 50035, "message": "Invalid Form Body"}))));
+        return Err((
+            axum::http::StatusCode::BAD_REQUEST,
+            Json(json!({"code": 50035, "message": "Invalid Form Body"})),
+        ));
     }
     let mut inner = double.inner.lock().unwrap();
     let nonce = body["nonce"].as_str().map(String::from);

@@ -109,7 +109,10 @@ async fn telegram_flow(db: &TestDb) {
     assert_eq!(nexus.get("/channels/telegram").await["enabled"], false);
 
     let (status, view) = nexus
-        .put("/channels/telegram", json!({"enabled": true, "token": "123456:SECRET-token", "allow_from": [OWNER.to_string()]}))
+        .put(
+            "/channels/telegram",
+            json!({"enabled": true, "token": "123456:SECRET-token", "allow_from": [OWNER.to_string()]}),
+        )
         .await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["token_set"], true);
@@ -167,7 +170,7 @@ async fn telegram_flow(db: &TestDb) {
 
     // A long message is split at the limit, on paragraph boundaries, in order.
     let paragraph = "Lorem ipsum dolor sit amet. ".repeat(40);
-    let long = vec![paragraph.trim(); 10].join("\n\n");
+    let long = [paragraph.trim(); 10].join("\n\n");
     let (status, accepted) =
         nexus.post("/channels/telegram/send", json!({"chat_id": OWNER.to_string(), "text": long})).await;
     assert_eq!(status, 202, "{accepted}");
@@ -237,8 +240,9 @@ async fn telegram_down_then_up_reconnects() {
     assert!(view["status"]["error"].as_str().unwrap().contains("getMe failed"), "{view}");
     let (status, check) = nexus.post("/channels/telegram/test", json!({})).await;
     assert_eq!((status.as_u16(), check["ok"].clone()), (200, json!(false)), "{check}");
-    let (status, _) =
-        nexus.post("/channels/telegram/send", json!({"chat_id": OWNER.to_string(), "text": "while you were out"})).await;
+    let (status, _) = nexus
+        .post("/channels/telegram/send", json!({"chat_id": OWNER.to_string(), "text": "while you were out"}))
+        .await;
     assert_eq!(status, 202);
 
     let tg = Telegram::start_on(port).await;

@@ -58,11 +58,11 @@ async fn whatsapp_bridge_over_redis_lists() {
 
     let db = TestDb::sqlite().await;
     let prefix = unique_prefix();
-    let nexus = Nexus::start(&db.url, &[("REDIS_URL", DB_URL), ("NEXUS_REDIS_PREFIX", &prefix), ("WHATSAPP_ENABLED", "true")])
-        .await;
+    let nexus = Nexus::start(&db.url, &[("REDIS_URL", DB_URL), ("NEXUS_REDIS_PREFIX", &prefix)]).await;
     let (status, body) = nexus.put("/channels/whatsapp", json!({"token": "nope"})).await;
     assert_eq!(status, 400, "{body}");
-    let (status, _) = nexus.put("/channels/whatsapp", json!({"allow_from": [OWNER]})).await;
+    // Enabled through the API (no restart), with the allowlist in the same change.
+    let (status, _) = nexus.put("/channels/whatsapp", json!({"enabled": true, "allow_from": [OWNER]})).await;
     assert_eq!(status, 200);
     let view = nexus.wait_status("whatsapp", Duration::from_secs(15), |s| s["connected"] == true).await;
     assert_eq!(view["status"]["bot_name"], "Home phone");
