@@ -52,7 +52,7 @@ async fn stdio_mcp_server_added_through_the_api_serves_the_brain() {
     assert_eq!((result["name"].clone(), result["ok"].clone()), (json!("fake__add"), json!(true)), "{result}");
     assert!(result["output"].to_string().contains("42"), "{result}");
     // The model was offered the external tool by name, with its schema.
-    let first = &gemini.requests.lock().unwrap()[0];
+    let first = gemini.requests.lock().unwrap()[0].clone();
     assert!(first["tools"].to_string().contains("fake__add"), "{first}");
     env.finish().await;
 }
