@@ -86,7 +86,7 @@ impl Nexus {
 const WAIT: Duration = Duration::from_secs(15);
 const OWNER: i64 = 111;
 
-fn pairing_code(text: &str) -> String {
+pub fn pairing_code(text: &str) -> String {
     let after = text.split("pairing code is ").nth(1).unwrap_or_else(|| panic!("no pairing code in {text:?}"));
     after.chars().take_while(|c| c.is_ascii_alphanumeric()).collect()
 }
