@@ -139,17 +139,18 @@ fn doctor_reports_each_check() {
     assert!(!stdout.contains("hunter2"), "the password is hidden: {stdout}");
 }
 
+/// The daemon's state on the embedded default in `dir`, ports chosen by the OS.
+async fn embedded_state(dir: &Path) -> nexus::app::AppState {
+    let vars = [("NEXUS_DATA_DIR", dir.to_str().unwrap()), ("API_PORT", "0"), ("MCP_PORT", "0")];
+    let config =
+        nexus::config::Config::from_vars(&vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap();
+    nexus::app::AppState::connect(config, Duration::from_secs(5)).await.unwrap()
+}
+
 #[tokio::test]
 async fn readyz_names_the_dependency_that_is_down() {
     let dir = tempfile::tempdir().unwrap();
-    let config = nexus::config::Config::from_vars(
-        &[("NEXUS_DATA_DIR", dir.path().to_str().unwrap()), ("API_PORT", "0"), ("MCP_PORT", "0")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
-    .unwrap();
-    let state = nexus::app::AppState::connect(config, Duration::from_secs(5)).await.unwrap();
+    let state = embedded_state(dir.path()).await;
     let running = nexus::app::start(state).await.unwrap();
     let url = format!("http://{}/readyz", running.api_addr);
     assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
@@ -193,14 +194,7 @@ fn json_logs_with_log_format_json() {
 #[tokio::test]
 async fn metrics_report_queue_depths() {
     let dir = tempfile::tempdir().unwrap();
-    let config = nexus::config::Config::from_vars(
-        &[("NEXUS_DATA_DIR", dir.path().to_str().unwrap()), ("API_PORT", "0"), ("MCP_PORT", "0")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
-    .unwrap();
-    let state = nexus::app::AppState::connect(config, Duration::from_secs(5)).await.unwrap();
+    let state = embedded_state(dir.path()).await;
     state.register_queue("metrics-test-queue");
     for _ in 0..3 {
         state.bus.enqueue("metrics-test-queue", "x").await.unwrap();
