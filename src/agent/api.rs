@@ -63,13 +63,24 @@ pub struct ChatBody {
     pub approved_tools: Vec<String>,
 }
 
+/// One server-sent event of `POST /api/chat`, as an SSE parser sees it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the wire shape; the stream is built from `Event`s
+struct ChatStreamEvent {
+    /// `token`, `tool_call`, `tool_result`, `done` or `error`.
+    #[schema(pattern = "^(token|tool_call|tool_result|done|error)$")]
+    event: String,
+    /// The event's JSON object, as text.
+    data: String,
+}
+
 /// Answers one message as a `text/event-stream`: `token` `{"text"}`, `tool_call`
 /// `{"id","name","arguments"}`, `tool_result` `{"id","name","ok","output"}`, then `done`
 /// `{"conversation_id","usage":{"input_tokens","output_tokens"},…}` or `error` `{"error","message"}`.
 /// Closing the connection cancels the turn; nothing of it is stored then.
 #[utoipa::path(post, path = "/chat", tag = "chat", request_body = ChatBody,
     responses(
-        (status = 200, description = "Server-sent events: token, tool_call, tool_result, done, error", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-sent events: token, tool_call, tool_result, done, error", content_type = "text/event-stream", body = ChatStreamEvent),
         (status = 400, description = "Empty or too long message, unknown tier", body = ErrorBody),
         (status = 404, description = "No such conversation", body = ErrorBody),
     ))]
