@@ -64,6 +64,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+const BENCH_API_KEY: &str = "agent-turn-bench-key-0123456789abcdef";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -86,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         ("NEXUS_DATA_DIR", dir.path().display().to_string()),
         ("DATABASE_URL", database_url.clone()),
         ("API_PORT", "0".into()),
+        ("LIV_API_KEY", BENCH_API_KEY.into()),
         ("MCP_PORT", "0".into()),
         ("OPENAI_BASE_URL", provider_url),
         ("DEFAULT_MODEL", "local-model".into()),
@@ -97,7 +100,10 @@ async fn main() -> anyhow::Result<()> {
     let state = nexus::app::AppState::connect(config, Duration::from_secs(5)).await?;
     let running = nexus::app::start(state).await?;
     let url = format!("http://{}/api/chat", running.api_addr);
-    let http = reqwest::Client::new();
+    // Every /api route needs credentials; the API key is the cheapest (no session lookup).
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-api-key", reqwest::header::HeaderValue::from_static(BENCH_API_KEY));
+    let http = reqwest::Client::builder().default_headers(headers).build()?;
 
     let mut own = Vec::with_capacity(turns);
     let mut ttft = Vec::with_capacity(turns);
