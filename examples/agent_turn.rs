@@ -168,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
             conversation_key: format!("bench:{}", i / 10),
             text: "How is the server?".into(),
             tier: None,
+            think: Default::default(),
             caller: nexus::tools::Caller::System,
             max_risk: nexus::tools::Risk::Read,
             approved_tools: Vec::new(),

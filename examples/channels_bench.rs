@@ -1,11 +1,14 @@
 //! End-to-end throughput and added latency of the message path: a loopback Telegram Bot API
 //! pushes messages, the daemon (SQLite, embedded bus) takes them through getUpdates, the inbox,
-//! the router, the brain (without a provider it answers at once — an instant provider) and the
-//! outbox, and the reply arrives back at the loopback server.
+//! the router, a full agent turn against an instant OpenAI-compatible provider on loopback (the
+//! test double of the brain tests; the turn is stored like any other) and the outbox, and the
+//! reply arrives back at the loopback server.
 //!
 //! `cargo run --release --example channels_bench` (BENCH_MESSAGES, BENCH_CHATS, BENCH_RATE,
 //! DATABASE_URL and REDIS_URL optional).
 
+#[path = "../tests/it/brain_doubles.rs"]
+mod brain_doubles;
 #[path = "../tests/it/channels_doubles.rs"]
 mod doubles;
 
@@ -18,6 +21,8 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+const BENCH_API_KEY: &str = "channels-bench-key-0123456789abcdef";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let messages = env_usize("BENCH_MESSAGES", 5000);
@@ -26,11 +31,16 @@ async fn main() -> anyhow::Result<()> {
     let chats = env_usize("BENCH_CHATS", 100) as i64;
     let dir = tempfile::tempdir()?;
     let tg = doubles::Telegram::start().await;
+    let provider = brain_doubles::start(brain_doubles::Kind::Openai).await;
+    let provider_url = format!("{}/v1", provider.base);
     let mut vars: HashMap<String, String> = [
         ("NEXUS_DATA_DIR", dir.path().to_str().unwrap_or(".")),
         ("API_PORT", "0"),
         ("MCP_PORT", "0"),
         ("TELEGRAM_API_URL", tg.url.as_str()),
+        ("OPENAI_BASE_URL", provider_url.as_str()),
+        ("DEFAULT_MODEL", "local-model"),
+        ("LIV_API_KEY", BENCH_API_KEY),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -46,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
     let base = format!("http://{}/api", running.api_addr);
     reqwest::Client::new()
         .put(format!("{base}/channels/telegram"))
+        .header("x-api-key", BENCH_API_KEY)
         .json(&json!({"enabled": true, "token": "1:bench", "allow_from": ["*"],
             "policy": {"max_risk": "read", "rate_per_minute": 10000, "groups_require_mention": true}}))
         .send()
@@ -96,6 +107,8 @@ async fn main() -> anyhow::Result<()> {
         pct(0.99),
         latencies.last().copied().unwrap_or_default()
     );
+    assert!(provider.rejected.lock().unwrap().is_empty(), "the provider refused requests");
+    println!("provider requests: {}", provider.request_count());
     running.stop().await?;
     Ok(())
 }

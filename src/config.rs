@@ -100,6 +100,11 @@ pub struct Config {
     /// Origins allowed to call the API from a browser (`NEXUS_CORS_ORIGINS`, comma-separated);
     /// empty = CORS off (same-origin only).
     pub cors_origins: Vec<String>,
+    /// How long a taken inbox item stays with its router before it is delivered again (a killed
+    /// daemon's items come back after this; `NEXUS_INBOX_VISIBILITY_SECS`, default 120).
+    pub inbox_visibility: Duration,
+    /// How long an outbox row being sent stays claimed (`NEXUS_OUTBOX_LEASE_SECS`, default 60).
+    pub outbox_lease: Duration,
 }
 
 /// The raw variables a `Config` is parsed from, with their origin already resolved.
@@ -224,6 +229,15 @@ impl Config {
                 "use between 1 and 8760 hours (default 168 = 7 days)",
             ));
         }
+        let inbox_visibility_secs = parse_num::<u64>(vars, "NEXUS_INBOX_VISIBILITY_SECS", 120)?;
+        let outbox_lease_secs = parse_num::<u64>(vars, "NEXUS_OUTBOX_LEASE_SECS", 60)?;
+        for (name, value) in
+            [("NEXUS_INBOX_VISIBILITY_SECS", inbox_visibility_secs), ("NEXUS_OUTBOX_LEASE_SECS", outbox_lease_secs)]
+        {
+            if !(1..=86_400).contains(&value) {
+                return Err(ConfigError::new(name, "out of range", "use between 1 and 86400 seconds"));
+            }
+        }
         let mut cors_origins = Vec::new();
         for origin in get("NEXUS_CORS_ORIGINS").unwrap_or_default().split(',').map(str::trim).filter(|o| !o.is_empty())
         {
@@ -277,6 +291,8 @@ impl Config {
             max_body_bytes,
             session_ttl: Duration::from_secs(session_ttl_hours * 3600),
             cors_origins,
+            inbox_visibility: Duration::from_secs(inbox_visibility_secs),
+            outbox_lease: Duration::from_secs(outbox_lease_secs),
         })
     }
 
@@ -402,6 +418,7 @@ mod tests {
         assert_eq!(c.default_model, "gemini-3-flash-preview");
         assert_eq!(c.daemon_interval, Duration::from_secs(30));
         assert!(!c.whatsapp_enabled);
+        assert_eq!((c.inbox_visibility, c.outbox_lease), (Duration::from_secs(120), Duration::from_secs(60)));
     }
 
     #[test]
@@ -418,6 +435,8 @@ mod tests {
             ("DAEMON_INTERVAL_MS", "5"),
             ("NEXUS_SESSION_TTL_HOURS", "0"),
             ("NEXUS_CORS_ORIGINS", "not an origin"),
+            ("NEXUS_INBOX_VISIBILITY_SECS", "0"),
+            ("NEXUS_OUTBOX_LEASE_SECS", "soon"),
         ] {
             let err = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{err}");

@@ -58,6 +58,8 @@ pub struct ChatBody {
     pub conversation_id: Option<String>,
     /// `flash`, `haiku`, `sonnet` or `opus`.
     pub tier: Option<String>,
+    /// Reasoning effort: `off`, `minimal`, `low`, `medium` (default: each model's own), `high`, `xhigh`.
+    pub think: Option<crate::brain::Think>,
     /// Tools above the `write` risk level the user confirmed for this turn.
     #[serde(default)]
     pub approved_tools: Vec<String>,
@@ -113,6 +115,7 @@ async fn chat(
         conversation_key: key,
         text,
         tier: body.tier,
+        think: body.think.unwrap_or_default(),
         caller: Caller::Api { user: "api".into() },
         max_risk: Risk::Write,
         approved_tools: body.approved_tools,

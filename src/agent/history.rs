@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use super::AgentError;
 use super::record::{self, ConversationRow};
 use crate::app::AppState;
-use crate::brain::{self, BrainSettings, ChatRequest, Message, Part, Role, Tier};
+use crate::brain::{self, BrainSettings, ChatRequest, Message, Part, Role, Think, Tier};
 
 pub struct History {
     /// The newest summary of turns no longer sent verbatim.
@@ -104,6 +104,7 @@ async fn summarise(
         tools: Vec::new(),
         tier: Tier::Flash,
         max_tokens: 1024,
+        think: Think::Low,
     };
     match brain::complete(state, &request, None, cancel).await {
         Ok(done) if !done.message.text().trim().is_empty() => Ok(done.message.text()),

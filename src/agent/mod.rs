@@ -24,6 +24,7 @@ pub struct TurnRequest {
     pub text: String,
     /// `flash`, `haiku`, `sonnet` or `opus`; `None` = the configured default.
     pub tier: Option<String>,
+    pub think: crate::brain::Think,
     pub caller: Caller,
     /// Tools above this risk are not run; the turn ends with `pending_confirmation` instead.
     pub max_risk: Risk,

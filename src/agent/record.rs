@@ -121,7 +121,8 @@ pub async fn persist(store: &Store, turn: &TurnRecord) -> Result<String, StoreEr
         input_tokens: acc.input_tokens + u.input_tokens,
         output_tokens: acc.output_tokens + u.output_tokens,
     });
-    let mut tx = store.pool().begin().await?;
+    let mut writer = store.write().await?;
+    let mut tx = writer.begin().await?;
     let id: String = sqlx::query_scalar(
         "INSERT INTO conversations (id, key, title, provider, model, input_tokens, output_tokens, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
@@ -141,28 +142,44 @@ pub async fn persist(store: &Store, turn: &TurnRecord) -> Result<String, StoreEr
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
+    // One statement for all messages of the turn (ids still follow their order).
+    let mut sql = String::from(
+        "INSERT INTO conversation_messages
+           (conversation_id, role, parts, provider, model, input_tokens, output_tokens, created_at) VALUES ",
+    );
+    for i in 0..turn.messages.len() {
+        let b = i * 7 + 1;
+        let sep = if i == 0 { "" } else { ", " };
+        sql.push_str(&format!(
+            "{sep}($1, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5,
+            b + 6,
+            b + 7
+        ));
+    }
+    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&id);
     for m in &turn.messages {
         let parts = serde_json::to_string(&m.message.parts).map_err(|e| StoreError::Data(e.to_string()))?;
         let role = if m.message.role == Role::Assistant { "assistant" } else { "user" };
         let (provider, model, usage) = match &m.origin {
-            Some((p, model, u)) => (Some(p.as_str()), Some(model.as_str()), *u),
+            Some((p, model, u)) => (Some(p.clone()), Some(model.clone()), *u),
             None => (None, None, Usage::default()),
         };
-        sqlx::query(
-            "INSERT INTO conversation_messages
-               (conversation_id, role, parts, provider, model, input_tokens, output_tokens, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&id)
-        .bind(role)
-        .bind(parts)
-        .bind(provider)
-        .bind(model)
-        .bind(usage.input_tokens as i64)
-        .bind(usage.output_tokens as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        insert = insert
+            .bind(role)
+            .bind(parts)
+            .bind(provider)
+            .bind(model)
+            .bind(usage.input_tokens as i64)
+            .bind(usage.output_tokens as i64)
+            .bind(now);
+    }
+    if !turn.messages.is_empty() {
+        insert.execute(&mut *tx).await?;
     }
     for c in &turn.tool_calls {
         sqlx::query(

@@ -84,6 +84,7 @@ pub async fn run(
             tools: if round < rounds { tools.clone() } else { Vec::new() },
             tier,
             max_tokens: settings.max_output_tokens(),
+            think: request.think,
         };
         let done = brain::complete_in(state, settings, &chain, &chat, events, cancel).await?;
         let (provider, model) = (done.provider.name().to_string(), done.model.clone());

@@ -72,7 +72,7 @@ pub async fn insert(store: &Store, username: &str, password_hash: &str) -> Resul
     .bind(username)
     .bind(password_hash)
     .bind(now)
-    .fetch_one(store.pool())
+    .fetch_one(&mut *store.write().await?)
     .await?)
 }
 
@@ -82,7 +82,8 @@ pub async fn insert(store: &Store, username: &str, password_hash: &str) -> Resul
 /// `None` when a user already exists.
 pub async fn insert_first(store: &Store, username: &str, password_hash: &str) -> Result<Option<UserRow>, StoreError> {
     let now = now_ms();
-    let mut tx = store.pool().begin().await?;
+    let mut writer = store.write().await?;
+    let mut tx = writer.begin().await?;
     sqlx::query(
         "INSERT INTO settings (key, value, updated_at) VALUES ('auth.setup_lock', 'true', $1)
          ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at",
@@ -108,7 +109,7 @@ pub async fn set_password(store: &Store, id: i64, password_hash: &str) -> Result
         .bind(password_hash)
         .bind(now_ms())
         .bind(id)
-        .execute(store.pool())
+        .execute(&mut *store.write().await?)
         .await?;
     Ok(())
 }
@@ -118,7 +119,7 @@ pub async fn set_totp_enabled(store: &Store, id: i64, enabled: bool) -> Result<(
         .bind(i64::from(enabled))
         .bind(now_ms())
         .bind(id)
-        .execute(store.pool())
+        .execute(&mut *store.write().await?)
         .await?;
     Ok(())
 }
@@ -131,7 +132,7 @@ pub async fn claim_totp_step(store: &Store, id: i64, step: i64) -> Result<bool, 
     )
     .bind(step)
     .bind(id)
-    .execute(store.pool())
+    .execute(&mut *store.write().await?)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -161,7 +162,7 @@ pub async fn create_session(
     .bind(expires_at)
     .bind(ip)
     .bind(user_agent.map(|ua| ua.chars().take(256).collect::<String>()))
-    .execute(store.pool())
+    .execute(&mut *store.write().await?)
     .await?;
     Ok(id)
 }
@@ -209,7 +210,7 @@ pub async fn revoke_session(store: &Store, sid: &str) -> Result<(), StoreError> 
     sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
         .bind(now_ms())
         .bind(sid)
-        .execute(store.pool())
+        .execute(&mut *store.write().await?)
         .await?;
     Ok(())
 }
@@ -221,7 +222,7 @@ pub async fn revoke_all_sessions(store: &Store, user_id: i64, keep: Option<&str>
             .bind(now_ms())
             .bind(user_id)
             .bind(keep.unwrap_or(""))
-            .execute(store.pool())
+            .execute(&mut *store.write().await?)
             .await?;
     Ok(done.rows_affected())
 }
@@ -231,7 +232,7 @@ pub async fn prune_sessions(store: &Store) -> Result<u64, StoreError> {
     let cutoff = now_ms() - 24 * 3600 * 1000;
     let done = sqlx::query("DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1")
         .bind(cutoff)
-        .execute(store.pool())
+        .execute(&mut *store.write().await?)
         .await?;
     Ok(done.rows_affected())
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::{ChatRequest, Collector, Endpoint, Part, ProviderError, Role, post, sse};
+use super::{ChatRequest, Collector, Endpoint, Part, ProviderError, Role, Think, post, sse};
 
 pub const VERSION: &str = "2023-06-01";
 
@@ -22,8 +22,26 @@ fn request(http: &reqwest::Client, ep: &Endpoint, path: &str) -> reqwest::Reques
     }
 }
 
-fn block(p: &Part) -> Option<Value> {
+/// Extended thinking budget for a level; `None` leaves thinking off (the API's default, and ours
+/// for `medium`: Claude answers without it unless the user asks for more).
+fn thinking_budget(think: Think) -> Option<u32> {
+    match think {
+        Think::Off | Think::Medium => None,
+        // 1024 is the smallest budget the API accepts.
+        Think::Minimal | Think::Low => Some(1024),
+        Think::High => Some(8192),
+        Think::Xhigh => Some(32_000),
+    }
+}
+
+fn block(p: &Part, thinking: bool) -> Option<Value> {
     match p {
+        // Sent back only while thinking is on (it must then precede the tool_use it led to).
+        Part::Thinking { .. } if !thinking => None,
+        Part::Thinking { text, redacted: true, .. } => Some(json!({"type": "redacted_thinking", "data": text})),
+        Part::Thinking { text, signature, .. } => {
+            Some(json!({"type": "thinking", "thinking": text, "signature": signature}))
+        }
         Part::Text { text, .. } if text.is_empty() => None,
         Part::Text { text, .. } => Some(json!({"type": "text", "text": text})),
         Part::ToolCall { id, name, arguments, .. } => {
@@ -42,9 +60,10 @@ fn block(p: &Part) -> Option<Value> {
 
 /// The messages array: one entry per role change, tool results first in their user message.
 fn messages(req: &ChatRequest) -> Vec<Value> {
+    let thinking = thinking_budget(req.think).is_some();
     let mut out: Vec<(Role, Vec<Value>)> = Vec::new();
     for m in &req.messages {
-        let mut blocks: Vec<Value> = m.parts.iter().filter_map(block).collect();
+        let mut blocks: Vec<Value> = m.parts.iter().filter_map(|p| block(p, thinking)).collect();
         if blocks.is_empty() {
             continue;
         }
@@ -74,6 +93,11 @@ pub fn body(req: &ChatRequest, model: &str) -> Value {
         "messages": messages(req),
         "stream": true,
     });
+    if let Some(budget) = thinking_budget(req.think) {
+        // `max_tokens` covers the thinking too and must exceed its budget.
+        body["max_tokens"] = json!(req.max_tokens.saturating_add(budget));
+        body["thinking"] = json!({"type": "enabled", "budget_tokens": budget});
+    }
     if !req.system.is_empty() {
         body["system"] = json!(req.system);
     }
@@ -86,6 +110,7 @@ pub fn body(req: &ChatRequest, model: &str) -> Value {
 enum Block {
     Text,
     Tool { id: String, name: String, json: String },
+    Thinking { text: String, signature: String, redacted: bool },
     Other,
 }
 
@@ -131,7 +156,17 @@ pub async fn stream(
                         name: cb["name"].as_str().unwrap_or_default().to_string(),
                         json: String::new(),
                     },
-                    _ => Block::Other, // thinking, redacted_thinking, server tools
+                    Some("thinking") => Block::Thinking {
+                        text: cb["thinking"].as_str().unwrap_or_default().to_string(),
+                        signature: cb["signature"].as_str().unwrap_or_default().to_string(),
+                        redacted: false,
+                    },
+                    Some("redacted_thinking") => Block::Thinking {
+                        text: cb["data"].as_str().unwrap_or_default().to_string(),
+                        signature: String::new(),
+                        redacted: true,
+                    },
+                    _ => Block::Other, // server tools
                 };
                 blocks.insert(index, b);
             }
@@ -142,11 +177,17 @@ pub async fn stream(
                     (Some("input_json_delta"), Some(Block::Tool { json, .. })) => {
                         json.push_str(delta["partial_json"].as_str().unwrap_or_default())
                     }
+                    (Some("thinking_delta"), Some(Block::Thinking { text, .. })) => {
+                        text.push_str(delta["thinking"].as_str().unwrap_or_default())
+                    }
+                    (Some("signature_delta"), Some(Block::Thinking { signature, .. })) => {
+                        signature.push_str(delta["signature"].as_str().unwrap_or_default())
+                    }
                     _ => {}
                 }
             }
-            "content_block_stop" => {
-                if let Some(Block::Tool { id, name, json }) = blocks.remove(&index) {
+            "content_block_stop" => match blocks.remove(&index) {
+                Some(Block::Tool { id, name, json }) => {
                     // The first piece may be "": no pieces at all means an empty input.
                     let arguments = if json.trim().is_empty() {
                         json!({})
@@ -155,7 +196,9 @@ pub async fn stream(
                     };
                     out.tool_call(id, name, arguments, None);
                 }
-            }
+                Some(Block::Thinking { text, signature, redacted }) => out.thinking(text, signature, redacted),
+                _ => {}
+            },
             "message_delta" => {
                 if let Some(reason) = data["delta"]["stop_reason"].as_str() {
                     out.stop_reason = Some(reason.to_string());
@@ -195,6 +238,9 @@ pub async fn count_tokens(
     model: &str,
 ) -> Result<u64, ProviderError> {
     let mut body = json!({"model": model, "messages": messages(req)});
+    if let Some(budget) = thinking_budget(req.think) {
+        body["thinking"] = json!({"type": "enabled", "budget_tokens": budget});
+    }
     if !req.system.is_empty() {
         body["system"] = json!(req.system);
     }

@@ -8,7 +8,7 @@
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::{ChatRequest, Collector, Endpoint, Part, ProviderError, Role, post, sse};
+use super::{ChatRequest, Collector, Endpoint, Part, ProviderError, Role, Think, post, sse};
 
 /// Gemini's documented placeholder for a function call whose signature is unknown (history written
 /// by another provider). Calls of the current turn always carry the real one.
@@ -28,24 +28,27 @@ fn request(http: &reqwest::Client, ep: &Endpoint, url: String) -> reqwest::Reque
 }
 
 /// The `GenerateContentRequest` body.
-pub fn body(req: &ChatRequest) -> Value {
+pub fn body(req: &ChatRequest, model: &str) -> Value {
     let contents: Vec<Value> = req
         .messages
         .iter()
-        .filter(|m| !m.parts.is_empty())
-        .map(|m| {
+        .filter_map(|m| {
             let role = match m.role {
                 Role::User => "user",
                 Role::Assistant => "model",
             };
-            let parts: Vec<Value> = m.parts.iter().map(part).collect();
-            json!({"role": role, "parts": parts})
+            let parts: Vec<Value> = m.parts.iter().filter_map(part).collect();
+            // No content may have empty `parts`.
+            (!parts.is_empty()).then(|| json!({"role": role, "parts": parts}))
         })
         .collect();
     let mut body = json!({
         "contents": contents,
         "generationConfig": {"maxOutputTokens": req.max_tokens},
     });
+    if let Some(thinking) = thinking_config(req.think, model) {
+        body["generationConfig"]["thinkingConfig"] = thinking;
+    }
     if !req.system.is_empty() {
         body["systemInstruction"] = json!({"parts": [{"text": req.system}]});
     }
@@ -62,8 +65,37 @@ pub fn body(req: &ChatRequest) -> Value {
     body
 }
 
-fn part(p: &Part) -> Value {
-    match p {
+/// Gemini 3 models take a `thinkingLevel`, 2.5 models a token `thinkingBudget` (Flash may turn
+/// thinking off with 0, Pro may not go below 128). `Medium` and other models: the model's default.
+fn thinking_config(think: Think, model: &str) -> Option<Value> {
+    let model = model.trim_start_matches("models/");
+    if think == Think::Medium {
+        return None;
+    }
+    if model.starts_with("gemini-3") {
+        let level = match think {
+            Think::Off | Think::Minimal if model.contains("flash") => "minimal",
+            Think::Off | Think::Minimal | Think::Low => "low",
+            _ => "high",
+        };
+        return Some(json!({"thinkingLevel": level}));
+    }
+    if model.starts_with("gemini-2.5") {
+        let budget = match think {
+            Think::Off if model.contains("flash") => 0,
+            Think::Off => 128,
+            Think::Minimal => 512,
+            Think::Low => 1024,
+            Think::Medium | Think::High => 8192,
+            Think::Xhigh => 24_576,
+        };
+        return Some(json!({"thinkingBudget": budget}));
+    }
+    None
+}
+
+fn part(p: &Part) -> Option<Value> {
+    Some(match p {
         Part::Text { text, signature } => {
             let mut v = json!({"text": text});
             if let Some(sig) = signature {
@@ -83,7 +115,9 @@ fn part(p: &Part) -> Value {
             let response = if *is_error { json!({"error": output}) } else { json!({"output": output}) };
             json!({"functionResponse": {"name": name, "response": response}})
         }
-    }
+        // Another provider's reasoning; Gemini keeps its own in thoughtSignature.
+        Part::Thinking { .. } => return None,
+    })
 }
 
 /// Streams one answer (`streamGenerateContent?alt=sse`).
@@ -95,7 +129,7 @@ pub async fn stream(
     out: &mut Collector<'_>,
 ) -> Result<(), ProviderError> {
     let url = format!("{}?alt=sse", url(ep, model, "streamGenerateContent"));
-    let response = post(request(http, ep, url), &body(req)).await?;
+    let response = post(request(http, ep, url), &body(req, model)).await?;
     let mut events = sse(response);
     while let Some(event) = events.next().await {
         let event = event?;
@@ -120,7 +154,7 @@ pub async fn generate(
     model: &str,
     out: &mut Collector<'_>,
 ) -> Result<(), ProviderError> {
-    let response = post(request(http, ep, url(ep, model, "generateContent")), &body(req)).await?;
+    let response = post(request(http, ep, url(ep, model, "generateContent")), &body(req, model)).await?;
     let frame: Value = response.json().await?;
     absorb(&frame, out).await?;
     if out.stop_reason.is_none() {
@@ -185,7 +219,7 @@ pub async fn count_tokens(
     req: &ChatRequest,
     model: &str,
 ) -> Result<u64, ProviderError> {
-    let mut inner = body(req);
+    let mut inner = body(req, model);
     inner["model"] = json!(format!("models/{}", model.trim_start_matches("models/")));
     if let Some(obj) = inner.as_object_mut() {
         obj.remove("generationConfig");

@@ -18,7 +18,7 @@ pub mod openai;
 mod settings;
 
 pub use failover::{BrainError, complete, complete_in, configured_chain, count_tokens, embed};
-pub use settings::{BrainSettings, Tier};
+pub use settings::{BrainSettings, Think, Tier};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -89,6 +89,14 @@ pub enum Part {
         output: Value,
         is_error: bool,
     },
+    /// Anthropic extended thinking, kept so it can go back with the tool results it led to (the
+    /// API requires that); `redacted` blocks carry encrypted data in `text`. Other providers skip it.
+    Thinking {
+        text: String,
+        signature: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        redacted: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +133,7 @@ impl Message {
                 Part::Text { text, .. } => text.len(),
                 Part::ToolCall { name, arguments, .. } => name.len() + arguments.to_string().len(),
                 Part::ToolResult { output, .. } => output.to_string().len(),
+                Part::Thinking { text, .. } => text.len(),
             })
             .sum();
         (chars as u64).div_ceil(4) + 4
@@ -145,6 +154,7 @@ pub struct ChatRequest {
     pub tools: Vec<ToolSpec>,
     pub tier: Tier,
     pub max_tokens: u32,
+    pub think: Think,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,6 +350,10 @@ impl<'a> Collector<'a> {
                 _ => self.parts.push(Part::Text { text: String::new(), signature: Some(sig) }),
             }
         }
+    }
+
+    pub fn thinking(&mut self, text: String, signature: String, redacted: bool) {
+        self.parts.push(Part::Thinking { text, signature, redacted });
     }
 
     pub fn tool_call(&mut self, id: String, name: String, arguments: Value, signature: Option<String>) {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::{ChatRequest, Collector, Endpoint, Part, ProviderError, Role, post, sse};
+use super::{ChatRequest, Collector, Endpoint, Part, ProviderError, Role, Think, post, sse};
 
 /// `http://host:11434` → `http://host:11434/v1`; a URL with a path is kept as given (the SDK
 /// convention: the base includes the version segment).
@@ -86,6 +86,16 @@ pub fn body(req: &ChatRequest, model: &str) -> Value {
         "stream": true,
         "stream_options": {"include_usage": true},
     });
+    // The three values every compatible server that knows the field accepts (vLLM refuses others);
+    // `medium` is left out so servers without reasoning models never see the field by default.
+    let effort = match req.think {
+        Think::Medium => None,
+        Think::Off | Think::Minimal | Think::Low => Some("low"),
+        Think::High | Think::Xhigh => Some("high"),
+    };
+    if let Some(effort) = effort {
+        body["reasoning_effort"] = json!(effort);
+    }
     if !req.tools.is_empty() {
         let tools: Vec<Value> = req
             .tools

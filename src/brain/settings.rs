@@ -40,6 +40,42 @@ impl Tier {
     }
 }
 
+/// Reasoning effort of a turn (`!think <level>`). `Medium`, the default, leaves each model at its
+/// own default; the other levels map onto each provider's control (Gemini `thinkingConfig`,
+/// Anthropic extended thinking, OpenAI-compatible `reasoning_effort`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Think {
+    Off,
+    Minimal,
+    Low,
+    #[default]
+    Medium,
+    High,
+    Xhigh,
+}
+
+impl Think {
+    pub const ALL: [Think; 6] = [Think::Off, Think::Minimal, Think::Low, Think::Medium, Think::High, Think::Xhigh];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Think::Off => "off",
+            Think::Minimal => "minimal",
+            Think::Low => "low",
+            Think::Medium => "medium",
+            Think::High => "high",
+            Think::Xhigh => "xhigh",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim().to_ascii_lowercase();
+        Self::ALL.into_iter().find(|t| t.name() == text)
+    }
+}
+
 /// The `brain` setting. Every field is optional; unset means the default named in its comment.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]

@@ -15,6 +15,8 @@ use crate::store::{Store, StoreError, now_ms};
 /// How often a waiting consumer looks again for items whose visibility timeout ran out.
 const REDELIVERY_POLL: Duration = Duration::from_millis(250);
 const TOPIC_CAPACITY: usize = 256;
+/// Items per INSERT (well below the bind-parameter limits of SQLite and PostgreSQL).
+const BATCH_MAX: usize = 500;
 
 pub struct MemoryBus {
     store: Store,
@@ -70,14 +72,16 @@ impl MemoryBus {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn try_claim(&self, queue: &str, visibility: Duration) -> Result<Option<Delivery>, BusError> {
+    /// Takes up to `max` of the oldest visible items, oldest first.
+    async fn try_claim(&self, queue: &str, visibility: Duration, max: usize) -> Result<Vec<Delivery>, BusError> {
         let now = now_ms();
+        // One receipt for the batch: an ack names the item by `seq` and this delivery by receipt.
         let receipt = uuid::Uuid::new_v4().to_string();
         // The outer `visible_at` check makes a concurrent claim of the same row (PostgreSQL, read
         // committed) come back empty instead of delivering the item twice.
-        let row: Option<ClaimedRow> = sqlx::query_as(
+        let mut rows: Vec<ClaimedRow> = sqlx::query_as(
             "UPDATE bus_queue SET visible_at = $1, attempts = attempts + 1, receipt = $2
-             WHERE seq = (SELECT seq FROM bus_queue WHERE queue = $3 AND visible_at <= $4 ORDER BY seq LIMIT 1)
+             WHERE seq IN (SELECT seq FROM bus_queue WHERE queue = $3 AND visible_at <= $4 ORDER BY seq LIMIT $5)
                AND visible_at <= $4
              RETURNING seq, payload, attempts",
         )
@@ -85,16 +89,21 @@ impl MemoryBus {
         .bind(&receipt)
         .bind(queue)
         .bind(now)
-        .fetch_optional(self.store.pool())
+        .bind(max.clamp(1, BATCH_MAX) as i64)
+        .fetch_all(&mut *self.store.write().await?)
         .await
         .map_err(StoreError::from)?;
-        Ok(row.map(|r| Delivery {
-            queue: queue.to_string(),
-            id: r.seq.to_string(),
-            payload: r.payload,
-            attempt: u32::try_from(r.attempts).unwrap_or(u32::MAX),
-            receipt,
-        }))
+        rows.sort_unstable_by_key(|r| r.seq);
+        Ok(rows
+            .into_iter()
+            .map(|r| Delivery {
+                queue: queue.to_string(),
+                id: r.seq.to_string(),
+                payload: r.payload,
+                attempt: u32::try_from(r.attempts).unwrap_or(u32::MAX),
+                receipt: receipt.clone(),
+            })
+            .collect())
     }
 }
 
@@ -117,14 +126,52 @@ impl Bus for MemoryBus {
         .bind(queue)
         .bind(payload)
         .bind(now)
-        .fetch_one(self.store.pool())
+        .fetch_one(&mut *self.store.write().await?)
         .await
         .map_err(StoreError::from)?;
         self.waker(queue).notify_waiters();
         Ok(seq.to_string())
     }
 
+    async fn enqueue_batch(&self, queue: &str, payloads: &[String]) -> Result<Vec<String>, BusError> {
+        if payloads.len() > BATCH_MAX {
+            let mut ids = Vec::with_capacity(payloads.len());
+            for chunk in payloads.chunks(BATCH_MAX) {
+                ids.extend(self.enqueue_batch(queue, chunk).await?);
+            }
+            return Ok(ids);
+        }
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let mut sql = String::from("INSERT INTO bus_queue (queue, payload, visible_at, attempts, created_at) VALUES ");
+        for i in 0..payloads.len() {
+            let sep = if i == 0 { "" } else { ", " };
+            sql.push_str(&format!("{sep}($1, ${}, $2, 0, $2)", i + 3));
+        }
+        sql.push_str(" RETURNING seq");
+        let mut insert = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(queue).bind(now);
+        for payload in payloads {
+            insert = insert.bind(payload);
+        }
+        let mut seqs = insert.fetch_all(&mut *self.store.write().await?).await.map_err(StoreError::from)?;
+        seqs.sort_unstable();
+        self.waker(queue).notify_waiters();
+        Ok(seqs.into_iter().map(|s| s.to_string()).collect())
+    }
+
     async fn dequeue(&self, queue: &str, visibility: Duration, wait: Duration) -> Result<Option<Delivery>, BusError> {
+        Ok(self.dequeue_batch(queue, visibility, wait, 1).await?.pop())
+    }
+
+    async fn dequeue_batch(
+        &self,
+        queue: &str,
+        visibility: Duration,
+        wait: Duration,
+        max: usize,
+    ) -> Result<Vec<Delivery>, BusError> {
         let deadline = Instant::now() + wait;
         let waker = self.waker(queue);
         loop {
@@ -132,12 +179,13 @@ impl Bus for MemoryBus {
             let notified = waker.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(delivery) = self.try_claim(queue, visibility).await? {
-                return Ok(Some(delivery));
+            let taken = self.try_claim(queue, visibility, max).await?;
+            if !taken.is_empty() {
+                return Ok(taken);
             }
             let now = Instant::now();
             if now >= deadline {
-                return Ok(None);
+                return Ok(taken);
             }
             let _ = tokio::time::timeout((deadline - now).min(REDELIVERY_POLL), notified).await;
         }
@@ -147,7 +195,7 @@ impl Bus for MemoryBus {
         let done = sqlx::query("DELETE FROM bus_queue WHERE seq = $1 AND receipt = $2")
             .bind(parse_seq(delivery)?)
             .bind(&delivery.receipt)
-            .execute(self.store.pool())
+            .execute(&mut *self.store.write().await?)
             .await
             .map_err(StoreError::from)?;
         Ok(done.rows_affected() > 0)
@@ -158,7 +206,7 @@ impl Bus for MemoryBus {
             .bind(now_ms() + delay.as_millis() as i64)
             .bind(parse_seq(delivery)?)
             .bind(&delivery.receipt)
-            .execute(self.store.pool())
+            .execute(&mut *self.store.write().await?)
             .await
             .map_err(StoreError::from)?;
         if delay.is_zero() {

@@ -69,9 +69,27 @@ pub trait Bus: Send + Sync + 'static {
     /// Appends an item; returns its id.
     async fn enqueue(&self, queue: &str, payload: &str) -> Result<String, BusError>;
 
+    /// Appends items in their order, in as few round trips as the backend allows; returns their
+    /// ids. On an error none is reported queued: a retry may add some twice, which consumers
+    /// tolerate already (an inbox item's id is in its payload).
+    async fn enqueue_batch(&self, queue: &str, payloads: &[String]) -> Result<Vec<String>, BusError>;
+
     /// Takes the oldest visible item, waiting up to `wait` for one. It stays hidden from other
     /// consumers for `visibility`; unless acked by then it is delivered again.
     async fn dequeue(&self, queue: &str, visibility: Duration, wait: Duration) -> Result<Option<Delivery>, BusError>;
+
+    /// [`Bus::dequeue`] for up to `max` items at once, oldest first; empty when none came within
+    /// `wait`. Backends without a cheaper way take one.
+    async fn dequeue_batch(
+        &self,
+        queue: &str,
+        visibility: Duration,
+        wait: Duration,
+        max: usize,
+    ) -> Result<Vec<Delivery>, BusError> {
+        let _ = max;
+        Ok(self.dequeue(queue, visibility, wait).await?.into_iter().collect())
+    }
 
     /// Removes a delivered item for good. Returns false when the receipt is stale (the item was
     /// redelivered or already acked).

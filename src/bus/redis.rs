@@ -309,6 +309,25 @@ impl Bus for RedisBus {
         .await
     }
 
+    async fn enqueue_batch(&self, queue: &str, payloads: &[String]) -> Result<Vec<String>, BusError> {
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stream = self.stream_key(queue);
+        self.with_retry(|mut conn| {
+            let stream = stream.clone();
+            async move {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                for payload in payloads {
+                    pipe.cmd("XADD").arg(&stream).arg("*").arg("p").arg(payload);
+                }
+                pipe.query_async::<Vec<String>>(&mut conn).await
+            }
+        })
+        .await
+    }
+
     async fn dequeue(&self, queue: &str, visibility: Duration, wait: Duration) -> Result<Option<Delivery>, BusError> {
         let stream = self.stream_key(queue);
         let deadline = tokio::time::Instant::now() + wait;

@@ -128,19 +128,18 @@ async fn run(hub: Arc<Hub>, token: String, cancel: CancellationToken) {
                     hub.set_connected(KIND, None, None);
                 }
                 attempt = 0;
-                for update in updates {
-                    if let Some(item) = to_item(&hub, &me, &update) {
-                        // Only once it is durable does the next getUpdates confirm it.
-                        let mut tries = 0;
-                        while let Err(e) = inbox::enqueue(hub.state(), &item).await {
-                            tries += 1;
-                            tracing::warn!(error = %e, "telegram: cannot queue a message; retrying");
-                            if !sleep_or_cancel(&cancel, backoff(tries)).await {
-                                return;
-                            }
-                        }
+                let items: Vec<InboxItem> = updates.iter().filter_map(|u| to_item(&hub, &me, u)).collect();
+                // Only once they are durable does the next getUpdates confirm them.
+                let mut tries = 0;
+                while let Err(e) = inbox::enqueue_batch(hub.state(), &items).await {
+                    tries += 1;
+                    tracing::warn!(error = %e, "telegram: cannot queue messages; retrying");
+                    if !sleep_or_cancel(&cancel, backoff(tries)).await {
+                        return;
                     }
-                    offset = Some(update.id.0 as i32 + 1);
+                }
+                if let Some(last) = updates.last() {
+                    offset = Some(last.id.0 as i32 + 1);
                 }
             }
             Err(RequestError::RetryAfter(secs)) => {

@@ -46,7 +46,7 @@ pub async fn pairing_code(
         .bind(now)
         .bind(channel)
         .bind(sender_id)
-        .execute(store.pool())
+        .execute(&mut *store.write().await?)
         .await?;
     let code: String = {
         let mut rng = rand::rng();
@@ -63,7 +63,7 @@ pub async fn pairing_code(
     .bind(chat_id)
     .bind(now)
     .bind(now + PAIRING_TTL_MS)
-    .execute(store.pool())
+    .execute(&mut *store.write().await?)
     .await?;
     if done.rows_affected() == 0 {
         // Another message of the same sender created one at the same moment: use that.
@@ -87,7 +87,7 @@ pub async fn take_pairing(store: &Store, channel: &str, code: &str) -> Result<Op
     .bind(channel)
     .bind(code.trim().to_ascii_uppercase().replace('-', ""))
     .bind(now_ms())
-    .fetch_optional(store.pool())
+    .fetch_optional(&mut *store.write().await?)
     .await?;
     Ok(pairing)
 }
@@ -176,7 +176,7 @@ pub async fn save_session(store: &Store, channel: &str, sender_id: &str, s: &Ses
     .bind(s.output_tokens)
     .bind(&s.pending)
     .bind(now_ms())
-    .execute(store.pool())
+    .execute(&mut *store.write().await?)
     .await?;
     Ok(())
 }
@@ -201,7 +201,7 @@ pub async fn count_usage(
     .bind(input_tokens.min(i64::MAX as u64) as i64)
     .bind(output_tokens.min(i64::MAX as u64) as i64)
     .bind(now_ms())
-    .execute(store.pool())
+    .execute(&mut *store.write().await?)
     .await?;
     Ok(())
 }

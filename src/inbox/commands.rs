@@ -2,10 +2,10 @@
 
 use super::InboxItem;
 use super::access::{self, Session};
+use crate::brain::Think;
 use crate::channels::{ChannelKind, Hub};
 use crate::store::StoreError;
 
-pub const THINK_LEVELS: [&str; 6] = ["off", "minimal", "low", "medium", "high", "xhigh"];
 pub const VERBOSE_LEVELS: [&str; 3] = ["off", "tools", "full"];
 pub const TIERS: [&str; 4] = ["flash", "haiku", "sonnet", "opus"];
 
@@ -60,13 +60,16 @@ pub async fn handle(hub: &Hub, item: &InboxItem, command: &str, args: &str) -> R
     let reply = match command {
         "help" | "yardim" | "yardım" => HELP.to_string(),
         "start" => format!("Hello {}! I'm your Nexus assistant. Just write to me.\n\n{HELP}", item.sender_name),
-        "think" => match THINK_LEVELS.iter().find(|l| **l == arg) {
+        "think" => match Think::parse(&arg) {
             Some(level) => {
-                session.think = level.to_string();
+                session.think = level.name().to_string();
                 access::save_session(store, &item.channel, &item.sender_id, &session).await?;
-                format!("Thinking level set to {level}.")
+                format!("Thinking level set to {}.", level.name())
             }
-            None => format!("Usage: !think <{}> (now: {})", THINK_LEVELS.join("|"), session.think),
+            None => {
+                let levels: Vec<&str> = Think::ALL.iter().map(|t| t.name()).collect();
+                format!("Usage: !think <{}> (now: {})", levels.join("|"), session.think)
+            }
         },
         "verbose" => {
             let level = match arg.as_str() {

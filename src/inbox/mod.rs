@@ -84,6 +84,20 @@ pub async fn enqueue(state: &AppState, item: &InboxItem) -> Result<(), InboxErro
     Ok(())
 }
 
+/// [`enqueue`] for several messages at once (a batch of updates from a platform), in order.
+pub async fn enqueue_batch(state: &AppState, items: &[InboxItem]) -> Result<(), InboxError> {
+    let mut payloads = Vec::with_capacity(items.len());
+    for item in items {
+        payloads.push(serde_json::to_string(item).map_err(|e| StoreError::Data(e.to_string()))?);
+    }
+    state.bus.enqueue_batch(QUEUE, &payloads).await?;
+    for item in items {
+        metrics::counter!("nexus_channel_messages_total", "channel" => item.channel.clone(), "direction" => "in")
+            .increment(1);
+    }
+    Ok(())
+}
+
 /// Sends a message nobody asked for (schedules, heartbeat, the API) through the same outbox.
 /// Returns the outbox row id.
 pub async fn send(state: &AppState, channel: &str, chat_id: &str, text: &str) -> Result<String, InboxError> {

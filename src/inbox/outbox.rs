@@ -12,19 +12,6 @@ use super::split;
 use crate::channels::{ChannelKind, Hub, SendError};
 use crate::store::{Store, StoreError, now_ms};
 
-/// How long a claimed row stays with its sender before another may take it (a dead daemon's rows).
-const DEFAULT_LEASE: Duration = Duration::from_secs(60);
-
-fn lease() -> Duration {
-    // From the environment directly (the foundation's Config has no outbox section); the crash
-    // tests shorten it so a killed daemon's rows are taken up again quickly.
-    std::env::var("NEXUS_OUTBOX_LEASE_SECS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|v| *v > 0)
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_LEASE)
-}
 const BATCH: i64 = 128;
 /// After this many failed attempts a row is given up (kept, with its last error, for the API).
 const MAX_ATTEMPTS: i64 = 30;
@@ -81,7 +68,7 @@ async fn insert_with_status(store: &Store, row: NewRow<'_>, status: &str) -> Res
     .bind(row.text)
     .bind(status)
     .bind(now)
-    .execute(store.pool())
+    .execute(&mut *store.write().await?)
     .await?;
     Ok(done.rows_affected() > 0)
 }
@@ -96,7 +83,8 @@ pub async fn counts(store: &Store, channel: &str) -> Result<Vec<(String, i64)>, 
     Ok(rows)
 }
 
-async fn claim(store: &Store) -> Result<Vec<Claimed>, StoreError> {
+/// Claims due rows for `lease` (after which a dead daemon's rows are taken up again).
+async fn claim(store: &Store, lease: Duration) -> Result<Vec<Claimed>, StoreError> {
     let now = now_ms();
     // Only the oldest unsent row of each chat is eligible, which keeps each chat in order even
     // while one of its rows waits for a retry. The repeated condition outside the sub-select makes
@@ -112,10 +100,10 @@ async fn claim(store: &Store) -> Result<Vec<Claimed>, StoreError> {
            AND ((status = 'pending' AND next_attempt_at <= $2) OR (status = 'sending' AND claimed_until <= $2))
          RETURNING seq, id, channel, chat_id, reply_to, text, parts_sent, attempts",
     )
-    .bind(now + lease().as_millis() as i64)
+    .bind(now + lease.as_millis() as i64)
     .bind(now)
     .bind(BATCH)
-    .fetch_all(store.pool())
+    .fetch_all(&mut *store.write().await?)
     .await?;
     Ok(rows)
 }
@@ -129,7 +117,7 @@ pub(crate) async fn run_sender(hub: Arc<Hub>, stop: CancellationToken) {
             return;
         }
         let wake = hub.outbox_wake.notified();
-        let rows = match claim(&store).await {
+        let rows = match claim(&store, hub.state().config.outbox_lease).await {
             Ok(rows) => {
                 failures = 0;
                 rows
@@ -191,7 +179,7 @@ async fn deliver(hub: &Hub, row: Claimed) -> Result<(), StoreError> {
                     sqlx::query("UPDATE outbox SET parts_sent = $1 WHERE seq = $2")
                         .bind(sent as i64)
                         .bind(row.seq)
-                        .execute(store.pool())
+                        .execute(&mut *store.write().await?)
                         .await?;
                 }
             }
@@ -209,7 +197,7 @@ async fn deliver(hub: &Hub, row: Claimed) -> Result<(), StoreError> {
         .bind(pieces.len() as i64)
         .bind(now_ms())
         .bind(row.seq)
-        .execute(store.pool())
+        .execute(&mut *store.write().await?)
         .await?;
     Ok(())
 }
@@ -226,7 +214,7 @@ async fn retry(store: &Store, row: &Claimed, reason: &str, after: Option<Duratio
         .bind(now_ms() + wait.as_millis() as i64)
         .bind(reason)
         .bind(row.seq)
-        .execute(store.pool())
+        .execute(&mut *store.write().await?)
         .await?;
     Ok(())
 }
@@ -236,7 +224,7 @@ async fn finish(store: &Store, seq: i64, status: &str, error: Option<&str>) -> R
         .bind(status)
         .bind(error)
         .bind(seq)
-        .execute(store.pool())
+        .execute(&mut *store.write().await?)
         .await?;
     Ok(())
 }

@@ -19,21 +19,12 @@ use crate::tools::Caller;
 
 /// Items taken from the queue but not yet answered, across all chats.
 const MAX_IN_FLIGHT: usize = 512;
-/// Visibility of a taken item. A turn may run longer: the item then comes back while it still
-/// runs, and is recognised by its id and settled together with the first delivery.
-const DEFAULT_VISIBILITY: Duration = Duration::from_secs(120);
+/// Items taken from the queue in one round trip.
+const TAKE_AT_ONCE: usize = 64;
+/// An answer faster than this needs no typing indicator (each one is a platform API call, and
+/// Telegram counts them against the bot's rate limit).
+const TYPING_AFTER: Duration = Duration::from_secs(1);
 const TYPING_EVERY: Duration = Duration::from_secs(4);
-
-fn visibility() -> Duration {
-    // Read from the environment directly (the foundation's Config has no inbox section); tests
-    // shorten it so a killed daemon's items come back quickly.
-    std::env::var("NEXUS_INBOX_VISIBILITY_SECS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|v| *v > 0)
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_VISIBILITY)
-}
 
 #[derive(Default)]
 struct Sequencer {
@@ -53,23 +44,32 @@ pub(super) async fn run(hub: Arc<Hub>, stop: CancellationToken) {
     let bus = hub.state().bus.clone();
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let seq: Shared = Arc::default();
-    let visibility = visibility();
+    // A turn may run longer than the visibility: the item then comes back while it still runs,
+    // and is recognised by its id and settled together with the first delivery.
+    let visibility = hub.state().config.inbox_visibility;
     let mut failures = 0u32;
     loop {
-        let permit = tokio::select! {
+        // One permit per item taken: wait for the first, then take what else is free.
+        let first = tokio::select! {
             _ = stop.cancelled() => return,
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
+        let mut free = vec![first];
+        while free.len() < TAKE_AT_ONCE {
+            match permits.clone().try_acquire_owned() {
+                Ok(p) => free.push(p),
+                Err(_) => break,
+            }
+        }
         let taken = tokio::select! {
             _ = stop.cancelled() => return,
-            d = bus.dequeue(QUEUE, visibility, Duration::from_secs(2)) => d,
+            d = bus.dequeue_batch(QUEUE, visibility, Duration::from_secs(2), free.len()) => d,
         };
-        let delivery = match taken {
-            Ok(Some(d)) => {
+        let deliveries = match taken {
+            Ok(d) => {
                 failures = 0;
                 d
             }
-            Ok(None) => continue,
             Err(e) => {
                 failures += 1;
                 tracing::warn!(error = %e, "inbox: cannot take items");
@@ -80,28 +80,41 @@ pub(super) async fn run(hub: Arc<Hub>, stop: CancellationToken) {
                 continue;
             }
         };
-        let item: InboxItem = match serde_json::from_str(&delivery.payload) {
-            Ok(item) => item,
-            Err(e) => {
-                // Not ours to understand: drop it rather than redeliver it forever.
-                tracing::warn!(error = %e, "inbox: dropping an item that is not an inbox item");
-                let _ = bus.ack(&delivery).await;
-                continue;
-            }
-        };
-        let chat = format!("{}:{}", item.channel, item.chat_id);
-        let mut s = lock(&seq);
-        if let Some(deliveries) = s.in_flight.get_mut(&item.id) {
-            deliveries.push(delivery);
-            continue;
+        for (delivery, permit) in deliveries.into_iter().zip(free) {
+            route(&hub, &seq, delivery, permit, &stop).await;
         }
-        s.in_flight.insert(item.id.clone(), vec![delivery]);
-        let start_worker = !s.chats.contains_key(&chat);
-        s.chats.entry(chat.clone()).or_default().push_back((item, permit));
-        drop(s);
-        if start_worker {
-            hub.state().tasks.spawn(chat_worker(hub.clone(), seq.clone(), chat, stop.clone()));
+    }
+}
+
+/// Hands a taken item to its chat's sequencer (starting the chat's worker when it has none).
+async fn route(
+    hub: &Arc<Hub>,
+    seq: &Shared,
+    delivery: Delivery,
+    permit: OwnedSemaphorePermit,
+    stop: &CancellationToken,
+) {
+    let item: InboxItem = match serde_json::from_str(&delivery.payload) {
+        Ok(item) => item,
+        Err(e) => {
+            // Not ours to understand: drop it rather than redeliver it forever.
+            tracing::warn!(error = %e, "inbox: dropping an item that is not an inbox item");
+            let _ = hub.state().bus.ack(&delivery).await;
+            return;
         }
+    };
+    let chat = format!("{}:{}", item.channel, item.chat_id);
+    let mut s = lock(seq);
+    if let Some(deliveries) = s.in_flight.get_mut(&item.id) {
+        deliveries.push(delivery);
+        return;
+    }
+    s.in_flight.insert(item.id.clone(), vec![delivery]);
+    let start_worker = !s.chats.contains_key(&chat);
+    s.chats.entry(chat.clone()).or_default().push_back((item, permit));
+    drop(s);
+    if start_worker {
+        hub.state().tasks.spawn(chat_worker(hub.clone(), seq.clone(), chat, stop.clone()));
     }
 }
 
@@ -213,6 +226,7 @@ async fn answer(
         conversation_key: conversation_key.clone(),
         text: text.clone(),
         tier: session.tier.clone(),
+        think: crate::brain::Think::parse(&session.think).unwrap_or_default(),
         caller: Caller::Agent { conversation_id: conversation_key.clone() },
         max_risk: config.policy.max_risk,
         approved_tools,
@@ -222,6 +236,10 @@ async fn answer(
         let chat = item.chat_id.clone();
         let working = working.clone();
         tokio::spawn(async move {
+            tokio::select! {
+                _ = working.cancelled() => return,
+                _ = tokio::time::sleep(TYPING_AFTER) => {}
+            }
             loop {
                 adapter.typing(&chat).await;
                 tokio::select! {

@@ -268,7 +268,7 @@ async fn save(state: &AppState, name: &str, body: ServerBody, existing: Option<&
         .bind(i64::from(body.enabled))
         .bind(timeout)
         .bind(now)
-        .fetch_optional(state.store.pool())
+        .fetch_optional(&mut *state.store.write().await?)
         .await
         .map_err(|e| {
             let e = StoreError::from(e);
@@ -344,7 +344,10 @@ async fn update_server(
 #[utoipa::path(delete, path = "/mcp/servers/{name}", tag = "mcp", params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = crate::api::ErrorBody)))]
 async fn delete_server(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    let done = sqlx::query("DELETE FROM mcp_servers WHERE name = $1").bind(&name).execute(state.store.pool()).await;
+    let done = sqlx::query("DELETE FROM mcp_servers WHERE name = $1")
+        .bind(&name)
+        .execute(&mut *state.store.write().await?)
+        .await;
     if done.map_err(StoreError::from)?.rows_affected() == 0 {
         return Err(ApiError::not_found("No such MCP server."));
     }

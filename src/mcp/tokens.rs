@@ -79,7 +79,7 @@ pub async fn create(store: &Store, name: &str, allow_risky: bool) -> Result<Crea
     .bind(hash(&token))
     .bind(i64::from(allow_risky))
     .bind(now_ms())
-    .fetch_one(store.pool())
+    .fetch_one(&mut *store.write().await?)
     .await?;
     Ok(CreatedToken { info, token })
 }
@@ -93,7 +93,7 @@ pub async fn list(store: &Store) -> Result<Vec<TokenInfo>, StoreError> {
 }
 
 pub async fn revoke(store: &Store, id: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("DELETE FROM mcp_tokens WHERE id = $1").bind(id).execute(store.pool()).await?;
+    let done = sqlx::query("DELETE FROM mcp_tokens WHERE id = $1").bind(id).execute(&mut *store.write().await?).await?;
     Ok(done.rows_affected() > 0)
 }
 

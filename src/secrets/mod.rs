@@ -2,7 +2,10 @@
 //! rest with XChaCha20-Poly1305. The key comes from `NEXUS_SECRET_KEY` or from `secret.key` in the
 //! data dir (created 0600 on first start). Values never reach `Debug`, logs or any API response.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -31,11 +34,21 @@ pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
     bytes.try_into().map_err(|b: Vec<u8>| format!("{} bytes, need 32", b.len()))
 }
 
+/// How long a read secret is reused without asking the Store again. Provider keys are read on
+/// every turn; a change made through this daemon applies at once, one made by another daemon
+/// sharing the database within this time.
+const CACHE_FOR: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct Vault {
     cipher: XChaCha20Poly1305,
     store: Store,
+    /// Decrypted values (or their absence) by name, in process memory only — never written out.
+    cache: Arc<Mutex<HashMap<String, Cached>>>,
 }
+
+/// A secret's value (or its absence) and when it was read.
+type Cached = (Instant, Option<Secret>);
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,7 +69,7 @@ impl Vault {
             Some(secret) => parse_key(secret.expose()).map_err(VaultError::BadKey)?,
             None => load_or_create_key_file(&data_dir.join("secret.key"))?,
         };
-        Ok(Self { cipher: XChaCha20Poly1305::new(Key::from_slice(&key)), store })
+        Ok(Self { cipher: XChaCha20Poly1305::new(Key::from_slice(&key)), store, cache: Arc::default() })
     }
 
     pub async fn set(&self, name: &str, value: &str) -> Result<(), VaultError> {
@@ -76,13 +89,32 @@ impl Vault {
         .bind(nonce.to_vec())
         .bind(ciphertext)
         .bind(now_ms())
-        .execute(self.store.pool())
+        .execute(&mut *self.store.write().await?)
         .await
         .map_err(StoreError::from)?;
+        self.remember(name, Some(Secret::new(value)));
         Ok(())
     }
 
+    fn remember(&self, name: &str, value: Option<Secret>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(name.to_string(), (Instant::now(), value));
+    }
+
     pub async fn get(&self, name: &str) -> Result<Option<Secret>, VaultError> {
+        let cached = {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.get(name).filter(|(at, _)| at.elapsed() < CACHE_FOR).map(|(_, v)| v.clone())
+        };
+        if let Some(value) = cached {
+            return Ok(value);
+        }
+        let value = self.read(name).await?;
+        self.remember(name, value.clone());
+        Ok(value)
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<Secret>, VaultError> {
         let row: Option<SecretRow> = sqlx::query_as("SELECT nonce, ciphertext FROM secrets WHERE name = $1")
             .bind(name)
             .fetch_optional(self.store.pool())
@@ -112,9 +144,10 @@ impl Vault {
     pub async fn delete(&self, name: &str) -> Result<bool, VaultError> {
         let done = sqlx::query("DELETE FROM secrets WHERE name = $1")
             .bind(name)
-            .execute(self.store.pool())
+            .execute(&mut *self.store.write().await?)
             .await
             .map_err(StoreError::from)?;
+        self.remember(name, None);
         Ok(done.rows_affected() > 0)
     }
 }

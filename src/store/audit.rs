@@ -22,7 +22,7 @@ impl Store {
             .bind(action)
             .bind(detail)
             .bind(ip)
-            .execute(self.pool())
+            .execute(&mut *self.write().await?)
             .await?;
         Ok(())
     }

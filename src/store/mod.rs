@@ -13,8 +13,12 @@ pub use audit::AuditEntry;
 use std::path::Path;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
+use tokio::sync::{OwnedMappedMutexGuard, OwnedMutexGuard};
 
 use crate::config::redact_url;
 
@@ -57,10 +61,73 @@ impl Backend {
     }
 }
 
+/// A PostgreSQL connection idle this long is checked before use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
+
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// Where statements that write go, and transactions.
+    writer: Writer,
     backend: Backend,
+    /// Recently read settings (they are read on every turn and message, and rarely change).
+    settings: settings::Cache,
+}
+
+#[derive(Clone, Debug)]
+enum Writer {
+    /// PostgreSQL (and an in-memory SQLite database): the pool, as for reads.
+    Pool(AnyPool),
+    /// SQLite: one connection, taken in turn (`None` once the Store is closed).
+    Exclusive(Arc<tokio::sync::Mutex<Option<AnyConnection>>>),
+}
+
+/// A connection to write on, from [`Store::write`]. Use it as `&mut *conn`.
+pub enum WriteConn {
+    Pooled(PoolConnection<Any>),
+    Exclusive(OwnedMappedMutexGuard<Option<AnyConnection>, AnyConnection>),
+}
+
+impl WriteConn {
+    pub async fn begin(&mut self) -> Result<sqlx::Transaction<'_, Any>, sqlx::Error> {
+        Connection::begin(&mut **self).await
+    }
+}
+
+impl std::ops::Deref for WriteConn {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            WriteConn::Pooled(c) => c,
+            WriteConn::Exclusive(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for WriteConn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            WriteConn::Pooled(c) => c,
+            WriteConn::Exclusive(c) => c,
+        }
+    }
+}
+
+async fn sqlite_pragmas(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    conn.execute("PRAGMA journal_mode = WAL").await?;
+    conn.execute("PRAGMA busy_timeout = 10000").await?;
+    conn.execute("PRAGMA synchronous = NORMAL").await?;
+    conn.execute("PRAGMA foreign_keys = ON").await?;
+    Ok(())
+}
+
+fn sqlite_pool(connections: u32) -> AnyPoolOptions {
+    // A file cannot hang up: no ping before each use (sqlx's default costs a round trip each time).
+    AnyPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .after_connect(|conn, _| Box::pin(sqlite_pragmas(conn)))
 }
 
 /// Milliseconds since the Unix epoch: the one timestamp format of every table.
@@ -80,25 +147,46 @@ impl Store {
         let options: AnyConnectOptions = url
             .parse()
             .map_err(|e: sqlx::Error| StoreError::Unreachable { url: redact_url(&url), reason: e.to_string() })?;
-        let pool_options = match backend {
-            // SQLite: one writer at a time anyway; WAL lets readers proceed while it writes.
-            Backend::Sqlite => AnyPoolOptions::new().max_connections(4).after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    Ok(())
-                })
-            }),
-            Backend::Postgres => AnyPoolOptions::new().max_connections(10),
-        };
-        let pool = pool_options
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(|e| StoreError::Unreachable { url: redact_url(&url), reason: e.to_string() })?;
-        Ok(Self { pool, backend })
+        let unreachable = |e: sqlx::Error| StoreError::Unreachable { url: redact_url(&url), reason: e.to_string() };
+        match backend {
+            Backend::Sqlite => {
+                // SQLite takes one writer at a time, and a second one waits in its busy handler,
+                // which sleeps whole milliseconds. Writes therefore queue in-process for one
+                // connection of their own, held outside the pool: sqlx's pool pings a connection
+                // each time it comes back, a round trip that would sit between every two writes.
+                // WAL lets the readers run beside it.
+                let readers = if url.contains(":memory:") { 1 } else { 4 };
+                let pool = sqlite_pool(readers).connect_with(options.clone()).await.map_err(unreachable)?;
+                let writer = if readers == 1 {
+                    Writer::Pool(pool.clone())
+                } else {
+                    let mut conn = AnyConnection::connect_with(&options).await.map_err(unreachable)?;
+                    sqlite_pragmas(&mut conn).await.map_err(unreachable)?;
+                    Writer::Exclusive(Arc::new(tokio::sync::Mutex::new(Some(conn))))
+                };
+                Ok(Self { pool, writer, backend, settings: Default::default() })
+            }
+            Backend::Postgres => {
+                // sqlx pings a connection each time it hands it out: one more round trip per
+                // statement. Only a connection that sat idle (the server may have dropped it) is.
+                let pool = AnyPoolOptions::new()
+                    .max_connections(10)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for > IDLE_BEFORE_PING {
+                                conn.ping().await?;
+                            }
+                            Ok(true)
+                        })
+                    })
+                    .connect_with(options)
+                    .await
+                    .map_err(unreachable)?;
+                Ok(Self { writer: Writer::Pool(pool.clone()), pool, backend, settings: Default::default() })
+            }
+        }
     }
 
     /// Connects, retrying with exponential backoff (capped at 30 s) while the database is
@@ -121,14 +209,27 @@ impl Store {
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self.backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&mut *self.write().await?).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
         }
         Ok(())
     }
 
+    /// For reads.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A connection for statements that write, and for transactions. On SQLite writers take
+    /// turns (first come, first served) on one connection; hold it only for the write.
+    pub async fn write(&self) -> Result<WriteConn, StoreError> {
+        Ok(match &self.writer {
+            Writer::Pool(pool) => WriteConn::Pooled(pool.acquire().await?),
+            Writer::Exclusive(conn) => WriteConn::Exclusive(
+                OwnedMutexGuard::try_map(conn.clone().lock_owned().await, Option::as_mut)
+                    .map_err(|_| StoreError::Sql(sqlx::Error::PoolClosed))?,
+            ),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -143,6 +244,11 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Writer::Exclusive(conn) = &self.writer
+            && let Some(conn) = conn.lock().await.take()
+        {
+            let _ = conn.close().await;
+        }
     }
 }
 

@@ -1,16 +1,46 @@
 //! Settings: small JSON documents by key (module configuration changed at run time).
+//!
+//! Reads are cached for a few seconds: settings are read on every turn and message. A write
+//! through this Store updates the cache at once; a write by another daemon sharing the database
+//! is seen within [`CACHE_FOR`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Store, StoreError, now_ms};
 
+const CACHE_FOR: Duration = Duration::from_secs(5);
+
+/// Setting text (or its absence) by key, with when it was read.
+pub(super) type Cache = Arc<Mutex<HashMap<String, (Instant, Option<String>)>>>;
+
 impl Store {
+    fn cached_setting(&self, key: &str) -> Option<Option<String>> {
+        let cache = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(key).filter(|(at, _)| at.elapsed() < CACHE_FOR).map(|(_, v)| v.clone())
+    }
+
+    fn cache_setting(&self, key: &str, value: Option<String>) {
+        let mut cache = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(key.to_string(), (Instant::now(), value));
+    }
+
     pub async fn get_setting<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        let value: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-            .bind(key)
-            .fetch_optional(self.pool())
-            .await?;
+        let value = match self.cached_setting(key) {
+            Some(value) => value,
+            None => {
+                let value: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(self.pool())
+                    .await?;
+                self.cache_setting(key, value.clone());
+                value
+            }
+        };
         value
             .map(|v| {
                 serde_json::from_str(&v).map_err(|e| StoreError::Data(format!("setting '{key}' is not valid: {e}")))
@@ -25,15 +55,18 @@ impl Store {
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
         )
         .bind(key)
-        .bind(text)
+        .bind(&text)
         .bind(now_ms())
-        .execute(self.pool())
+        .execute(&mut *self.write().await?)
         .await?;
+        self.cache_setting(key, Some(text));
         Ok(())
     }
 
     pub async fn delete_setting(&self, key: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(self.pool()).await?;
+        let done =
+            sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(&mut *self.write().await?).await?;
+        self.cache_setting(key, None);
         Ok(done.rows_affected() > 0)
     }
 }

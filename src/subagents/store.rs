@@ -110,7 +110,7 @@ pub async fn insert(store: &Store, s: &Subagent) -> Result<(), StoreError> {
     .bind(&s.created_by)
     .bind(s.created_at)
     .bind(s.updated_at)
-    .execute(store.pool())
+    .execute(&mut *store.write().await?)
     .await?;
     Ok(())
 }
@@ -137,13 +137,13 @@ pub async fn update(store: &Store, s: &Subagent) -> Result<bool, StoreError> {
     .bind(s.status.as_str())
     .bind(s.updated_at)
     .bind(&s.id)
-    .execute(store.pool())
+    .execute(&mut *store.write().await?)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
 pub async fn delete(store: &Store, id: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("DELETE FROM subagents WHERE id = $1").bind(id).execute(store.pool()).await?;
+    let done = sqlx::query("DELETE FROM subagents WHERE id = $1").bind(id).execute(&mut *store.write().await?).await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -154,7 +154,7 @@ pub async fn record_run(store: &Store, id: &str, at: i64, result: &str) -> Resul
             .bind(at)
             .bind(result)
             .bind(id)
-            .execute(store.pool())
+            .execute(&mut *store.write().await?)
             .await?;
     Ok(done.rows_affected() == 1)
 }

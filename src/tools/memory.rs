@@ -77,7 +77,8 @@ pub async fn add(state: &AppState, content: &str, tags: &[String], source: &str)
         None => (None, None),
     };
     let now = now_ms();
-    let mut tx = state.store.pool().begin().await?;
+    let mut writer = state.store.write().await?;
+    let mut tx = writer.begin().await?;
     sqlx::query(
         "INSERT INTO memories (id, content, tags, source, embedding, embedding_model, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -112,7 +113,8 @@ pub async fn add(state: &AppState, content: &str, tags: &[String], source: &str)
 }
 
 pub async fn delete(store: &Store, id: &str) -> Result<bool, StoreError> {
-    let mut tx = store.pool().begin().await?;
+    let mut writer = store.write().await?;
+    let mut tx = writer.begin().await?;
     let done = sqlx::query("DELETE FROM memories WHERE id = $1").bind(id).execute(&mut *tx).await?;
     if store.backend() == Backend::Sqlite {
         sqlx::query("DELETE FROM memories_fts WHERE memory_id = $1").bind(id).execute(&mut *tx).await?;

@@ -388,6 +388,42 @@ fn anthropic_check(body: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Extended thinking: the budget is at least 1024 and below `max_tokens`; and the assistant
+/// message whose tool calls the request answers must open with the thinking block (signature
+/// intact) that came with them.
+fn anthropic_thinking_check(d: &Double, body: &Value) -> Result<(), String> {
+    if body["thinking"]["type"] != "enabled" {
+        return Ok(());
+    }
+    let budget = body["thinking"]["budget_tokens"].as_u64().ok_or("thinking.enabled.budget_tokens: Field required")?;
+    if budget < 1024 {
+        return Err("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024".into());
+    }
+    if body["max_tokens"].as_u64().unwrap_or(0) <= budget {
+        return Err("`max_tokens` must be greater than `thinking.budget_tokens`".into());
+    }
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let Some((i, last)) = messages.iter().enumerate().rev().find(|(_, m)| m["role"] == "assistant") else {
+        return Ok(());
+    };
+    let content = last["content"].as_array().cloned().unwrap_or_default();
+    if !content.iter().any(|b| b["type"] == "tool_use") || i + 1 != messages.len() - 1 {
+        return Ok(());
+    }
+    let opening = content.first().cloned().unwrap_or_default();
+    match opening["type"].as_str() {
+        Some("thinking") if d.signatures.lock().unwrap().contains(opening["signature"].as_str().unwrap_or("")) => {
+            Ok(())
+        }
+        Some("thinking") => Err(format!("messages.{i}.content.0: Invalid `signature` in `thinking` block")),
+        Some("redacted_thinking") => Ok(()),
+        other => Err(format!(
+            "messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks).",
+            other.unwrap_or("nothing")
+        )),
+    }
+}
+
 fn anthropic_auth(headers: &HeaderMap) -> Option<Response> {
     if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(KEY) {
         return Some(anthropic_error(401, "authentication_error", "invalid x-api-key"));
@@ -413,14 +449,17 @@ async fn anthropic(State(d): State<Weak>, headers: HeaderMap, axum::Json(body): 
     if let Some(r) = anthropic_auth(&headers) {
         return r;
     }
-    if let Err(m) = anthropic_check(&body) {
+    if let Err(m) = anthropic_check(&body).and_then(|_| anthropic_thinking_check(&d, &body)) {
         d.reject(m.clone());
         return anthropic_error(400, "invalid_request_error", &m);
     }
+    let thinking = body["thinking"]["type"] == "enabled";
     d.requests.lock().unwrap().push(body);
     let n = d.calls.load(Ordering::SeqCst);
     let reply = d.next();
     let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    // With extended thinking on, every answer opens with a thinking block (index 0).
+    let first = usize::from(thinking);
     let mut frames = vec![
         ev(
             "message_start",
@@ -429,17 +468,36 @@ async fn anthropic(State(d): State<Weak>, headers: HeaderMap, axum::Json(body): 
         ),
         ev("ping", json!({"type": "ping"})),
     ];
+    if thinking {
+        let signature = format!("sig-claude-{n}");
+        d.signatures.lock().unwrap().insert(signature.clone());
+        frames.push(ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+        ));
+        for piece in ["Let me ", "think."] {
+            frames.push(ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": piece}}),
+            ));
+        }
+        frames.push(ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": signature}}),
+        ));
+        frames.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+    }
     let stop_reason = match &reply {
         Reply::Error { status, body, retry_after } => return error_response(*status, body.clone(), *retry_after),
         Reply::Text(text) | Reply::Stall(text) => {
             let (a, b) = halves(text);
             frames.push(ev(
                 "content_block_start",
-                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                json!({"type": "content_block_start", "index": first, "content_block": {"type": "text", "text": ""}}),
             ));
             frames.push(ev(
                 "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": a}}),
+                json!({"type": "content_block_delta", "index": first, "delta": {"type": "text_delta", "text": a}}),
             ));
             if matches!(reply, Reply::Stall(_)) {
                 return sse_body(frames, Some(d.stall_dropped.clone()));
@@ -447,13 +505,14 @@ async fn anthropic(State(d): State<Weak>, headers: HeaderMap, axum::Json(body): 
             frames.push(ev("ping", json!({"type": "ping"})));
             frames.push(ev(
                 "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": b}}),
+                json!({"type": "content_block_delta", "index": first, "delta": {"type": "text_delta", "text": b}}),
             ));
-            frames.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+            frames.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": first})));
             "end_turn"
         }
         Reply::Tools(calls) => {
             for (i, (name, args)) in calls.iter().enumerate() {
+                let i = i + first;
                 let (a, b) = halves(args);
                 frames.push(ev(
                     "content_block_start",

@@ -19,6 +19,7 @@ fn request(text: &str) -> ChatRequest {
         tools: Vec::new(),
         tier: Tier::Sonnet,
         max_tokens: 256,
+        think: Default::default(),
     }
 }
 

@@ -41,6 +41,7 @@ macro_rules! bus_conformance {
 
 bus_conformance!(
     fifo_and_ack,
+    batches_keep_their_order,
     unacked_item_is_redelivered_after_visibility,
     stale_receipt_cannot_ack,
     nack_makes_item_visible_again,
@@ -65,6 +66,31 @@ async fn fifo_and_ack(bus: SharedBus) {
     }
     assert!(bus.dequeue("q", LONG, NO_WAIT).await.unwrap().is_none());
     assert_eq!(bus.depth("q").await.unwrap(), 0);
+}
+
+async fn batches_keep_their_order(bus: SharedBus) {
+    bus.enqueue("q", "before").await.unwrap();
+    let payloads: Vec<String> = (0..520).map(|i| format!("batch-{i}")).collect();
+    let ids = bus.enqueue_batch("q", &payloads).await.unwrap();
+    assert_eq!(ids.len(), 520);
+    assert!(bus.enqueue_batch("q", &[]).await.unwrap().is_empty());
+    bus.enqueue("q", "after").await.unwrap();
+    let mut seen = Vec::new();
+    // Taken in a batch: oldest first, each acked on its own; a backend may hand out fewer.
+    let batch = bus.dequeue_batch("q", LONG, NO_WAIT, 10).await.unwrap();
+    assert!((1..=10).contains(&batch.len()), "{}", batch.len());
+    for d in &batch {
+        seen.push(d.payload.clone());
+        assert!(bus.ack(d).await.unwrap());
+    }
+    while let Some(d) = bus.dequeue("q", LONG, NO_WAIT).await.unwrap() {
+        seen.push(d.payload.clone());
+        assert!(bus.ack(&d).await.unwrap());
+    }
+    let mut expected = vec!["before".to_string()];
+    expected.extend(payloads);
+    expected.push("after".into());
+    assert_eq!(seen, expected);
 }
 
 async fn unacked_item_is_redelivered_after_visibility(bus: SharedBus) {

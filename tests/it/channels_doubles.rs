@@ -153,11 +153,20 @@ impl Telegram {
         }
     }
 
+    pub fn sent_count(&self) -> usize {
+        self.inner.lock().unwrap().sent.len()
+    }
+
     pub async fn wait_total(&self, n: usize, within: Duration) {
         let deadline = Instant::now() + within;
-        while self.sent().len() < n {
-            assert!(Instant::now() < deadline, "{} of {n} messages sent within {within:?}", self.sent().len());
+        loop {
+            // Registered before counting, so a message sent in between still wakes us.
             let notified = self.sent_news.notified();
+            let count = self.sent_count();
+            if count >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{count} of {n} messages sent within {within:?}");
             let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
         }
     }

@@ -6,6 +6,7 @@ mod brain_agent;
 mod brain_doubles;
 mod brain_memory;
 mod brain_providers;
+mod brain_think;
 mod bus_conformance;
 mod channels_crash;
 mod channels_discord;
