@@ -201,6 +201,24 @@ impl Bus for MemoryBus {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn ack_batch(&self, deliveries: &[Delivery]) -> Result<usize, BusError> {
+        let mut removed = 0;
+        for chunk in deliveries.chunks(BATCH_MAX / 2) {
+            let mut sql = String::from("DELETE FROM bus_queue WHERE ");
+            for i in 0..chunk.len() {
+                let sep = if i == 0 { "" } else { " OR " };
+                sql.push_str(&format!("{sep}(seq = ${} AND receipt = ${})", 2 * i + 1, 2 * i + 2));
+            }
+            let mut delete = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for delivery in chunk {
+                delete = delete.bind(parse_seq(delivery)?).bind(delivery.receipt.clone());
+            }
+            let done = delete.execute(&mut *self.store.write().await?).await.map_err(StoreError::from)?;
+            removed += done.rows_affected() as usize;
+        }
+        Ok(removed)
+    }
+
     async fn nack(&self, delivery: &Delivery, delay: Duration) -> Result<(), BusError> {
         sqlx::query("UPDATE bus_queue SET visible_at = $1, receipt = NULL WHERE seq = $2 AND receipt = $3")
             .bind(now_ms() + delay.as_millis() as i64)

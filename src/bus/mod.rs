@@ -95,6 +95,15 @@ pub trait Bus: Send + Sync + 'static {
     /// redelivered or already acked).
     async fn ack(&self, delivery: &Delivery) -> Result<bool, BusError>;
 
+    /// [`Bus::ack`] for several deliveries; returns how many were removed.
+    async fn ack_batch(&self, deliveries: &[Delivery]) -> Result<usize, BusError> {
+        let mut removed = 0;
+        for delivery in deliveries {
+            removed += usize::from(self.ack(delivery).await?);
+        }
+        Ok(removed)
+    }
+
     /// Gives an item back to be delivered again after `delay`.
     async fn nack(&self, delivery: &Delivery, delay: Duration) -> Result<(), BusError>;
 

@@ -145,22 +145,58 @@ pub(crate) async fn run_sender(hub: Arc<Hub>, stop: CancellationToken) {
             let hub = hub.clone();
             sends.spawn(async move { deliver(&hub, row).await });
         }
+        let mut sent = Vec::new();
         while let Some(done) = sends.join_next().await {
-            if let Ok(Err(e)) = done {
-                tracing::warn!(error = %e, "outbox: cannot record a delivery");
+            match done {
+                Ok(Ok(Some(row))) => sent.push(row),
+                Ok(Err(e)) => tracing::warn!(error = %e, "outbox: cannot record a delivery"),
+                _ => {}
             }
+        }
+        // The rows of one round are recorded together; until then they stay claimed (a crash
+        // in between sends them again after the lease, as any send in flight).
+        if let Err(e) = mark_sent(&store, &sent).await {
+            tracing::warn!(error = %e, rows = sent.len(), "outbox: cannot record deliveries");
         }
     }
 }
 
-async fn deliver(hub: &Hub, row: Claimed) -> Result<(), StoreError> {
+/// Records rows as sent: `(seq, parts)`.
+async fn mark_sent(store: &Store, rows: &[(i64, i64)]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut cases = String::new();
+    let mut list = String::new();
+    for i in 0..rows.len() {
+        let (seq, parts) = (2 * i + 2, 2 * i + 3);
+        cases.push_str(&format!(" WHEN ${seq} THEN ${parts}"));
+        list.push_str(&format!("{}${seq}", if i == 0 { "" } else { ", " }));
+    }
+    let sql = format!(
+        "UPDATE outbox SET status = 'sent', sent_at = $1, last_error = NULL, parts_sent = CASE seq{cases} END
+         WHERE seq IN ({list})"
+    );
+    let mut update = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms());
+    for (seq, parts) in rows {
+        update = update.bind(*seq).bind(*parts);
+    }
+    update.execute(&mut *store.write().await?).await?;
+    Ok(())
+}
+
+/// Sends one row. `Some((seq, parts))` when all of it went out, for [`mark_sent`]; failures and
+/// retries are recorded here.
+async fn deliver(hub: &Hub, row: Claimed) -> Result<Option<(i64, i64)>, StoreError> {
     let store = &hub.state().store;
     let Some(kind) = ChannelKind::parse(&row.channel) else {
-        return finish(store, row.seq, "failed", Some(&format!("no channel named '{}'", row.channel))).await;
+        finish(store, row.seq, "failed", Some(&format!("no channel named '{}'", row.channel))).await?;
+        return Ok(None);
     };
     let Some(adapter) = hub.adapter(kind) else {
         let reason = format!("{} is not connected", kind.as_str());
-        return retry(store, &row, &reason, None).await;
+        retry(store, &row, &reason, None).await?;
+        return Ok(None);
     };
     let mut pieces = split::split(&row.text, kind.limit());
     if pieces.is_empty() {
@@ -185,21 +221,17 @@ async fn deliver(hub: &Hub, row: Claimed) -> Result<(), StoreError> {
             }
             Err(SendError::Retry { reason, after }) => {
                 hub.update_status(kind, |s| s.error = Some(format!("sending failed: {reason}")));
-                return retry(store, &row, &reason, after).await;
+                retry(store, &row, &reason, after).await?;
+                return Ok(None);
             }
             Err(SendError::Permanent(reason)) => {
                 tracing::warn!(channel = kind.as_str(), chat = %row.chat_id, error = %reason, "message refused by the platform");
-                return finish(store, row.seq, "failed", Some(&reason)).await;
+                finish(store, row.seq, "failed", Some(&reason)).await?;
+                return Ok(None);
             }
         }
     }
-    sqlx::query("UPDATE outbox SET status = 'sent', parts_sent = $1, sent_at = $2, last_error = NULL WHERE seq = $3")
-        .bind(pieces.len() as i64)
-        .bind(now_ms())
-        .bind(row.seq)
-        .execute(&mut *store.write().await?)
-        .await?;
-    Ok(())
+    Ok(Some((row.seq, pieces.len() as i64)))
 }
 
 async fn retry(store: &Store, row: &Claimed, reason: &str, after: Option<Duration>) -> Result<(), StoreError> {

@@ -21,6 +21,8 @@ use crate::tools::Caller;
 const MAX_IN_FLIGHT: usize = 512;
 /// Items taken from the queue in one round trip.
 const TAKE_AT_ONCE: usize = 64;
+/// Answered items acknowledged in one round trip (at most).
+const ACK_AT_ONCE: usize = 128;
 /// An answer faster than this needs no typing indicator (each one is a platform API call, and
 /// Telegram counts them against the bot's rate limit).
 const TYPING_AFTER: Duration = Duration::from_secs(1);
@@ -44,6 +46,8 @@ pub(super) async fn run(hub: Arc<Hub>, stop: CancellationToken) {
     let bus = hub.state().bus.clone();
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let seq: Shared = Arc::default();
+    let (acks, answered) = mpsc::unbounded_channel();
+    hub.state().tasks.spawn(acker(hub.clone(), answered));
     // A turn may run longer than the visibility: the item then comes back while it still runs,
     // and is recognised by its id and settled together with the first delivery.
     let visibility = hub.state().config.inbox_visibility;
@@ -81,7 +85,7 @@ pub(super) async fn run(hub: Arc<Hub>, stop: CancellationToken) {
             }
         };
         for (delivery, permit) in deliveries.into_iter().zip(free) {
-            route(&hub, &seq, delivery, permit, &stop).await;
+            route(&hub, &seq, &acks, delivery, permit, &stop).await;
         }
     }
 }
@@ -90,6 +94,7 @@ pub(super) async fn run(hub: Arc<Hub>, stop: CancellationToken) {
 async fn route(
     hub: &Arc<Hub>,
     seq: &Shared,
+    acks: &Acks,
     delivery: Delivery,
     permit: OwnedSemaphorePermit,
     stop: &CancellationToken,
@@ -114,11 +119,30 @@ async fn route(
     s.chats.entry(chat.clone()).or_default().push_back((item, permit));
     drop(s);
     if start_worker {
-        hub.state().tasks.spawn(chat_worker(hub.clone(), seq.clone(), chat, stop.clone()));
+        hub.state().tasks.spawn(chat_worker(hub.clone(), seq.clone(), chat, acks.clone(), stop.clone()));
     }
 }
 
-async fn chat_worker(hub: Arc<Hub>, seq: Shared, chat: String, stop: CancellationToken) {
+/// Answered items to acknowledge, with their in-flight permits.
+type Acks = mpsc::UnboundedSender<(Vec<Delivery>, OwnedSemaphorePermit)>;
+
+/// Acknowledges answered items in batches, off the chats' path: a chat goes on to its next item
+/// as soon as a reply is committed. An ack lost in a crash only means a redelivery, which finds
+/// the reply and is not answered again.
+async fn acker(hub: Arc<Hub>, mut answered: mpsc::UnboundedReceiver<(Vec<Delivery>, OwnedSemaphorePermit)>) {
+    let bus = hub.state().bus.clone();
+    let mut batch = Vec::new();
+    while answered.recv_many(&mut batch, ACK_AT_ONCE).await > 0 {
+        let (deliveries, permits): (Vec<Vec<Delivery>>, Vec<OwnedSemaphorePermit>) = batch.drain(..).unzip();
+        let deliveries: Vec<Delivery> = deliveries.into_iter().flatten().collect();
+        if let Err(e) = bus.ack_batch(&deliveries).await {
+            tracing::warn!(error = %e, items = deliveries.len(), "inbox: cannot acknowledge answered items; they will come back");
+        }
+        drop(permits);
+    }
+}
+
+async fn chat_worker(hub: Arc<Hub>, seq: Shared, chat: String, acks: Acks, stop: CancellationToken) {
     let bus = hub.state().bus.clone();
     loop {
         let next = {
@@ -132,9 +156,13 @@ async fn chat_worker(hub: Arc<Hub>, seq: Shared, chat: String, stop: Cancellatio
         let Some((item, permit)) = next else { return };
         let result = if stop.is_cancelled() { Err(InboxError::Shutdown) } else { process(&hub, &item, &stop).await };
         let deliveries = lock(&seq).in_flight.remove(&item.id).unwrap_or_default();
+        if result.is_ok() {
+            let _ = acks.send((deliveries, permit));
+            continue;
+        }
         for delivery in deliveries {
             let settled = match &result {
-                Ok(()) => bus.ack(&delivery).await.map(|_| ()),
+                Ok(()) => Ok(()),
                 // Shutting down: give it back at once, the next start answers it.
                 Err(InboxError::Shutdown) => bus.nack(&delivery, Duration::ZERO).await,
                 Err(e) => {

@@ -76,13 +76,13 @@ async fn batches_keep_their_order(bus: SharedBus) {
     assert!(bus.enqueue_batch("q", &[]).await.unwrap().is_empty());
     bus.enqueue("q", "after").await.unwrap();
     let mut seen = Vec::new();
-    // Taken in a batch: oldest first, each acked on its own; a backend may hand out fewer.
+    // Taken in a batch (oldest first; a backend may hand out fewer) and acked in one: a second
+    // ack of the same deliveries removes nothing.
     let batch = bus.dequeue_batch("q", LONG, NO_WAIT, 10).await.unwrap();
     assert!((1..=10).contains(&batch.len()), "{}", batch.len());
-    for d in &batch {
-        seen.push(d.payload.clone());
-        assert!(bus.ack(d).await.unwrap());
-    }
+    seen.extend(batch.iter().map(|d| d.payload.clone()));
+    assert_eq!(bus.ack_batch(&batch).await.unwrap(), batch.len());
+    assert_eq!(bus.ack_batch(&batch).await.unwrap(), 0);
     while let Some(d) = bus.dequeue("q", LONG, NO_WAIT).await.unwrap() {
         seen.push(d.payload.clone());
         assert!(bus.ack(&d).await.unwrap());
