@@ -16,6 +16,11 @@ const BATCH: i64 = 128;
 /// After this many failed attempts a row is given up (kept, with its last error, for the API).
 const MAX_ATTEMPTS: i64 = 30;
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Delivered (and deliberately unanswered) rows are kept this long — long enough to recognise
+/// any redelivery of their inbound item — then removed, so the table does not grow for ever.
+/// Failed rows stay for the owner to look at.
+pub const KEEP_DONE: Duration = Duration::from_secs(7 * 24 * 3600);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct Claimed {
@@ -73,6 +78,15 @@ async fn insert_with_status(store: &Store, row: NewRow<'_>, status: &str) -> Res
     Ok(done.rows_affected() > 0)
 }
 
+/// Removes sent and dropped rows created before `before` (unix ms); returns how many.
+pub async fn prune(store: &Store, before: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query("DELETE FROM outbox WHERE status IN ('sent', 'dropped') AND created_at < $1")
+        .bind(before)
+        .execute(&mut *store.write().await?)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// Counts of rows by status, for the API and tests.
 pub async fn counts(store: &Store, channel: &str) -> Result<Vec<(String, i64)>, StoreError> {
     let rows: Vec<(String, i64)> =
@@ -112,9 +126,18 @@ async fn claim(store: &Store, lease: Duration) -> Result<Vec<Claimed>, StoreErro
 pub(crate) async fn run_sender(hub: Arc<Hub>, stop: CancellationToken) {
     let store = hub.state().store.clone();
     let mut failures = 0u32;
+    let mut pruned_at: Option<std::time::Instant> = None;
     loop {
         if stop.is_cancelled() {
             return;
+        }
+        if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            pruned_at = Some(std::time::Instant::now());
+            match prune(&store, now_ms() - KEEP_DONE.as_millis() as i64).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "outbox: removed delivered rows older than 7 days"),
+                Err(e) => tracing::warn!(error = %e, "outbox: cannot remove old rows"),
+            }
         }
         let wake = hub.outbox_wake.notified();
         let rows = match claim(&store, hub.state().config.outbox_lease).await {

@@ -46,6 +46,8 @@ pub struct Double {
     /// Set when a stalled stream's connection was dropped by the client.
     pub stall_dropped: Arc<AtomicBool>,
     signatures: Mutex<HashSet<String>>,
+    /// OpenAI-compatible: how long the next answer waits before its first byte (a slow model).
+    delay: Mutex<Option<std::time::Duration>>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -62,6 +64,10 @@ impl Double {
     fn next(&self) -> Reply {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.script.lock().unwrap().pop_front().unwrap_or_else(|| Reply::Text("ok".into()))
+    }
+    /// The next answer comes only after `delay` (OpenAI-compatible double).
+    pub fn delay_next(&self, delay: std::time::Duration) {
+        *self.delay.lock().unwrap() = Some(delay);
     }
     pub fn last_request(&self) -> Value {
         self.requests.lock().unwrap().last().cloned().unwrap_or(Value::Null)
@@ -106,6 +112,7 @@ pub async fn start(kind: Kind) -> Arc<Double> {
             calls: AtomicUsize::new(0),
             stall_dropped: Arc::new(AtomicBool::new(false)),
             signatures: Mutex::default(),
+            delay: Mutex::default(),
             server,
         }
     })
@@ -615,6 +622,10 @@ async fn openai(State(d): State<Weak>, headers: HeaderMap, axum::Json(body): axu
     }
     let include_usage = body["stream_options"]["include_usage"] == true;
     d.requests.lock().unwrap().push(body);
+    let delay = d.delay.lock().unwrap().take();
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let n = d.calls.load(Ordering::SeqCst);
     let reply = d.next();
     let chunk = |delta: Value, finish: Value| {

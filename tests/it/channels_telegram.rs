@@ -251,3 +251,35 @@ async fn telegram_down_then_up_reconnects() {
     nexus.stop().await;
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn typing_shows_only_while_a_slow_answer_is_worked_on() {
+    let tg = Telegram::start().await;
+    let brain = crate::brain_doubles::start(crate::brain_doubles::Kind::Openai).await;
+    let base = format!("{}/v1", brain.base);
+    let db = TestDb::sqlite().await;
+    let nexus =
+        Nexus::start(&db.url, &[("TELEGRAM_API_URL", &tg.url), ("OPENAI_BASE_URL", &base), ("DEFAULT_MODEL", "m")])
+            .await;
+    let (status, _) =
+        nexus.put("/channels/telegram", json!({"enabled": true, "token": "1:typing", "allow_from": ["*"]})).await;
+    assert_eq!(status, 200);
+    nexus.wait_status("telegram", WAIT, |s| s["connected"] == true).await;
+
+    // An answer within a second needs no indicator (each one is an API call the bot pays for).
+    brain.push(crate::brain_doubles::Reply::Text("Quick.".into()));
+    tg.private(OWNER, "Owner", "fast question");
+    assert_eq!(tg.wait_for(OWNER, 1, WAIT).await, ["Quick."]);
+    assert_eq!(tg.chat_actions(), 0);
+
+    // A slow one shows "typing…" while the brain works.
+    brain.delay_next(Duration::from_millis(2500));
+    brain.push(crate::brain_doubles::Reply::Text("Slow.".into()));
+    tg.private(OWNER, "Owner", "slow question");
+    assert_eq!(tg.wait_for(OWNER, 2, WAIT).await[1], "Slow.");
+    assert!(tg.chat_actions() >= 1, "no typing indicator during a 2.5 s answer");
+    let after = tg.chat_actions();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(tg.chat_actions(), after, "typing stops with the answer");
+    nexus.stop().await;
+}

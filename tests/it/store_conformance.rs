@@ -35,7 +35,33 @@ store_conformance!(
     vault_refuses_a_wrong_key,
     audit_log_pages_newest_first,
     unique_violations_are_recognised,
+    old_delivered_outbox_rows_are_pruned,
 );
+
+async fn old_delivered_outbox_rows_are_pruned(db: &TestDb) {
+    use nexus::inbox::outbox::{self, NewRow};
+    for (id, status) in
+        [("old-sent", "sent"), ("old-dropped", "dropped"), ("old-failed", "failed"), ("new-sent", "sent")]
+    {
+        let row = NewRow { id, channel: "telegram", chat_id: "1", reply_to: None, text: "hi" };
+        assert!(outbox::insert(&db.store, row).await.unwrap());
+        let created = if id.starts_with("old") { 1_000 } else { nexus::store::now_ms() };
+        sqlx::query("UPDATE outbox SET status = $1, created_at = $2 WHERE id = $3")
+            .bind(status)
+            .bind(created)
+            .bind(id)
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+    }
+    let cutoff = nexus::store::now_ms() - outbox::KEEP_DONE.as_millis() as i64;
+    assert_eq!(outbox::prune(&db.store, cutoff).await.unwrap(), 2);
+    // Failed rows stay for the owner; recent ones stay to recognise redeliveries.
+    assert!(outbox::exists(&db.store, "old-failed").await.unwrap());
+    assert!(outbox::exists(&db.store, "new-sent").await.unwrap());
+    assert!(!outbox::exists(&db.store, "old-sent").await.unwrap());
+    assert_eq!(outbox::prune(&db.store, cutoff).await.unwrap(), 0);
+}
 
 async fn migrations_are_idempotent(db: &TestDb) {
     db.store.migrate().await.unwrap();
