@@ -283,7 +283,7 @@ async fn key_for(state: &AppState, kind: ProviderKind) -> Option<Secret> {
     if configured.is_some() {
         return configured;
     }
-    match state.vault.get(kind.vault_key()).await {
+    match state.vault.get_cached(kind.vault_key()).await {
         Ok(found) => found.filter(|s| !s.expose().is_empty()),
         Err(e) => {
             tracing::warn!(provider = kind.name(), error = %e, "cannot read provider key from the vault");

@@ -116,7 +116,7 @@ pub const SETTING_KEY: &str = "brain";
 
 impl BrainSettings {
     pub async fn load(store: &crate::store::Store) -> Self {
-        match store.get_setting::<BrainSettings>(SETTING_KEY).await {
+        match store.get_setting_cached::<BrainSettings>(SETTING_KEY).await {
             Ok(found) => found.unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(error = %e, "the brain setting cannot be read; using defaults");

@@ -294,6 +294,16 @@ impl Bus for MemoryBus {
         Ok(next)
     }
 
+    async fn hold(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, BusError> {
+        let mut keys = self.keys();
+        if keys.live(key).is_some_and(|(holder, _)| holder != owner) {
+            return Ok(false);
+        }
+        keys.values.insert(key.to_string(), (owner.to_string(), Some(Instant::now() + ttl)));
+        keys.note_write();
+        Ok(true)
+    }
+
     async fn ping(&self) -> Result<(), BusError> {
         self.store.ping().await?;
         Ok(())

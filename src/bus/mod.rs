@@ -119,6 +119,11 @@ pub trait Bus: Send + Sync + 'static {
     /// Adds one to a counter and returns the new value; the TTL starts with the first increment.
     async fn incr(&self, key: &str, ttl: Duration) -> Result<i64, BusError>;
 
+    /// A lease: holds `key` for `owner` for `ttl` when it is free, expired or `owner`'s already
+    /// (then renewed). False while another owner holds it. Instances sharing a bus use it so that
+    /// only one of them does a job that must run once (e.g. polling one Telegram bot).
+    async fn hold(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, BusError>;
+
     /// A round trip to the backing service (readiness check).
     async fn ping(&self) -> Result<(), BusError>;
 }

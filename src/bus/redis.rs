@@ -68,6 +68,12 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n";
 
+const HOLD_SCRIPT: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1";
+
 pub struct RedisBus {
     client: Client,
     conn: ConnectionManager,
@@ -105,7 +111,19 @@ impl RedisBus {
             topics: Arc::default(),
             stop: CancellationToken::new(),
         };
-        tokio::spawn(listen_for_topics(client, format!("{prefix}topic:"), bus.topics.clone(), bus.stop.clone()));
+        // Announcements published once `connect` returned must reach this instance: wait for the
+        // subscription (pub/sub keeps nothing for a subscriber that is not there yet).
+        let (subscribed, ready) = tokio::sync::oneshot::channel();
+        tokio::spawn(listen_for_topics(
+            client,
+            format!("{prefix}topic:"),
+            bus.topics.clone(),
+            bus.stop.clone(),
+            subscribed,
+        ));
+        if tokio::time::timeout(Duration::from_secs(5), ready).await.is_err() {
+            tracing::warn!("redis pub/sub is not subscribed yet; it keeps trying in the background");
+        }
         Ok(bus)
     }
 
@@ -483,6 +501,24 @@ impl Bus for RedisBus {
         .await
     }
 
+    async fn hold(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, BusError> {
+        let key = self.plain_key(key);
+        let held: i64 = self
+            .with_retry(|mut conn| {
+                let key = key.clone();
+                async move {
+                    redis::Script::new(HOLD_SCRIPT)
+                        .key(&key)
+                        .arg(owner)
+                        .arg(ttl.as_millis().max(1) as u64)
+                        .invoke_async(&mut conn)
+                        .await
+                }
+            })
+            .await?;
+        Ok(held == 1)
+    }
+
     async fn ping(&self) -> Result<(), BusError> {
         let mut conn = self.conn.clone();
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
@@ -497,13 +533,18 @@ async fn listen_for_topics(
     channel_prefix: String,
     topics: Arc<Mutex<HashMap<String, broadcast::Sender<String>>>>,
     stop: CancellationToken,
+    subscribed: tokio::sync::oneshot::Sender<()>,
 ) {
     use futures::StreamExt;
     let mut delay = Duration::from_millis(200);
+    let mut subscribed = Some(subscribed);
     while !stop.is_cancelled() {
         let session = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.psubscribe(format!("{channel_prefix}*")).await?;
+            if let Some(signal) = subscribed.take() {
+                let _ = signal.send(());
+            }
             let mut messages = pubsub.on_message();
             while let Some(msg) = messages.next().await {
                 let Some(topic) = msg.get_channel_name().strip_prefix(channel_prefix.as_str()) else { continue };

@@ -278,6 +278,11 @@ impl Hub {
         });
     }
 
+    /// This daemon's identity among instances sharing a bus.
+    pub(crate) fn instance(&self) -> &str {
+        &self.instance
+    }
+
     pub(crate) fn register_adapter(&self, kind: ChannelKind, adapter: Arc<dyn Adapter>) {
         self.adapters.write().unwrap_or_else(|p| p.into_inner()).insert(kind, adapter);
         // Replies that waited for this channel can go now.

@@ -17,6 +17,18 @@ use crate::inbox::{self, InboxItem};
 const KIND: ChannelKind = ChannelKind::Telegram;
 /// Seconds one getUpdates call waits for news.
 const POLL_SECS: u32 = 25;
+/// Only one getUpdates per bot may run (a second ends the first with 409 Conflict), so daemons
+/// sharing a bus take turns through a lease, renewed before every poll and outliving one poll.
+const POLL_LEASE: Duration = Duration::from_secs(60);
+const STANDBY_RETRY: Duration = Duration::from_secs(5);
+
+/// The bus key of a bot's polling lease (the token's hash, never the token).
+fn poll_lease_key(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(token.as_bytes());
+    let short: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("channels:telegram:poller:{short}")
+}
 
 /// A bot client against `TELEGRAM_API_URL`.
 pub fn bot(api_url: &str, token: &str) -> Result<Bot, String> {
@@ -113,7 +125,34 @@ async fn run(hub: Arc<Hub>, token: String, cancel: CancellationToken) {
 
     let mut offset: Option<i32> = None;
     attempt = 0;
+    let lease = poll_lease_key(&token);
+    let mut standby = false;
     loop {
+        match hub.state().bus.hold(&lease, hub.instance(), POLL_LEASE).await {
+            Ok(true) if standby => {
+                standby = false;
+                hub.set_connected(KIND, None, None);
+            }
+            Ok(true) => {}
+            Ok(false) => {
+                if !standby {
+                    standby = true;
+                    hub.set_error(KIND, "standby: another Nexus instance polls this bot; this one only sends");
+                }
+                if !sleep_or_cancel(&cancel, STANDBY_RETRY).await {
+                    return;
+                }
+                continue;
+            }
+            Err(e) => {
+                attempt += 1;
+                hub.set_error(KIND, format!("cannot take the polling lease on the bus: {e}; retrying"));
+                if !sleep_or_cancel(&cancel, backoff(attempt)).await {
+                    return;
+                }
+                continue;
+            }
+        }
         let mut request = bot.get_updates().timeout(POLL_SECS).allowed_updates([AllowedUpdate::Message]);
         if let Some(offset) = offset {
             request = request.offset(offset);

@@ -34,9 +34,9 @@ pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
     bytes.try_into().map_err(|b: Vec<u8>| format!("{} bytes, need 32", b.len()))
 }
 
-/// How long a read secret is reused without asking the Store again. Provider keys are read on
-/// every turn; a change made through this daemon applies at once, one made by another daemon
-/// sharing the database within this time.
+/// How long [`Vault::get_cached`] reuses a secret without asking the Store again (provider keys,
+/// read on every turn). A change made through this daemon applies at once, one made by another
+/// daemon sharing the database within this time.
 const CACHE_FOR: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
@@ -102,6 +102,13 @@ impl Vault {
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<Secret>, VaultError> {
+        let value = self.read(name).await?;
+        self.remember(name, value.clone());
+        Ok(value)
+    }
+
+    /// [`Vault::get`], possibly up to [`CACHE_FOR`] old when another daemon changed it.
+    pub async fn get_cached(&self, name: &str) -> Result<Option<Secret>, VaultError> {
         let cached = {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             cache.get(name).filter(|(at, _)| at.elapsed() < CACHE_FOR).map(|(_, v)| v.clone())

@@ -1,8 +1,8 @@
 //! Settings: small JSON documents by key (module configuration changed at run time).
 //!
-//! Reads are cached for a few seconds: settings are read on every turn and message. A write
-//! through this Store updates the cache at once; a write by another daemon sharing the database
-//! is seen within [`CACHE_FOR`].
+//! [`Store::get_setting_cached`] serves hot paths (the brain setting, read on every turn) from a
+//! cache: a write through this Store updates it at once, a write by another daemon sharing the
+//! database is seen within [`CACHE_FOR`]. Everything else reads the database.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,24 +30,36 @@ impl Store {
     }
 
     pub async fn get_setting<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        let value = match self.cached_setting(key) {
-            Some(value) => value,
-            None => {
-                let value: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-                    .bind(key)
-                    .fetch_optional(self.pool())
-                    .await?;
-                self.cache_setting(key, value.clone());
-                value
-            }
-        };
-        value
-            .map(|v| {
-                serde_json::from_str(&v).map_err(|e| StoreError::Data(format!("setting '{key}' is not valid: {e}")))
-            })
-            .transpose()
+        let value = self.read_setting(key).await?;
+        parse_setting(key, value)
     }
 
+    /// [`Store::get_setting`], possibly up to [`CACHE_FOR`] old when another daemon wrote it.
+    pub async fn get_setting_cached<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        let value = match self.cached_setting(key) {
+            Some(value) => value,
+            None => self.read_setting(key).await?,
+        };
+        parse_setting(key, value)
+    }
+
+    async fn read_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let value: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await?;
+        self.cache_setting(key, value.clone());
+        Ok(value)
+    }
+}
+
+fn parse_setting<T: DeserializeOwned>(key: &str, value: Option<String>) -> Result<Option<T>, StoreError> {
+    value
+        .map(|v| serde_json::from_str(&v).map_err(|e| StoreError::Data(format!("setting '{key}' is not valid: {e}"))))
+        .transpose()
+}
+
+impl Store {
     pub async fn put_setting<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
         let text = serde_json::to_string(value).map_err(|e| StoreError::Data(e.to_string()))?;
         sqlx::query(

@@ -52,7 +52,19 @@ bus_conformance!(
     pubsub_reaches_every_subscriber,
     keys_expire,
     counters_count_and_expire,
+    leases_have_one_holder,
 );
+
+async fn leases_have_one_holder(bus: SharedBus) {
+    let ttl = Duration::from_millis(300);
+    assert!(bus.hold("lease", "a", ttl).await.unwrap());
+    assert!(!bus.hold("lease", "b", ttl).await.unwrap(), "held by a");
+    assert!(bus.hold("lease", "a", ttl).await.unwrap(), "a renews");
+    assert!(bus.hold("other", "b", ttl).await.unwrap(), "leases are separate");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(bus.hold("lease", "b", ttl).await.unwrap(), "a's lease ran out");
+    assert!(!bus.hold("lease", "a", ttl).await.unwrap());
+}
 
 async fn fifo_and_ack(bus: SharedBus) {
     for i in 0..5 {

@@ -27,6 +27,17 @@ struct TgInner {
     sent: Vec<(Instant, Value)>,
     chat_actions: usize,
     get_updates_calls: usize,
+    /// getUpdates requests running now, and those refused because another one ran (409).
+    polling: usize,
+    conflicts: usize,
+}
+
+/// Counts a running getUpdates until it returns.
+struct Polling(Arc<Mutex<TgInner>>);
+impl Drop for Polling {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().polling -= 1;
+    }
 }
 
 /// A Telegram Bot API server on loopback.
@@ -133,6 +144,11 @@ impl Telegram {
         self.inner.lock().unwrap().chat_actions
     }
 
+    /// getUpdates calls refused with 409 because another poll of the bot was running.
+    pub fn conflicts(&self) -> usize {
+        self.inner.lock().unwrap().conflicts
+    }
+
     pub fn get_updates_calls(&self) -> usize {
         self.inner.lock().unwrap().get_updates_calls
     }
@@ -203,6 +219,17 @@ async fn tg_method(
             ok(json!(true))
         }
         "getupdates" => {
+            // Like the Bot API: one long poll per bot at a time.
+            let _polling = {
+                let mut inner = double.inner.lock().unwrap();
+                if inner.polling > 0 {
+                    inner.conflicts += 1;
+                    return Json(json!({"ok": false, "error_code": 409,
+                        "description": "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"}));
+                }
+                inner.polling += 1;
+                Polling(double.inner.clone())
+            };
             let offset = body["offset"].as_i64();
             let timeout = body["timeout"].as_u64().unwrap_or(0).min(25);
             let deadline = Instant::now() + Duration::from_secs(timeout);

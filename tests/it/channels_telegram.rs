@@ -283,3 +283,45 @@ async fn typing_shows_only_while_a_slow_answer_is_worked_on() {
     assert_eq!(tg.chat_actions(), after, "typing stops with the answer");
     nexus.stop().await;
 }
+
+#[tokio::test]
+async fn two_instances_on_one_bus_poll_a_bot_by_turns() {
+    let tg = Telegram::start().await;
+    let db = TestDb::postgres().await;
+    let prefix = crate::support::unique_prefix();
+    let redis = crate::support::redis_url();
+    // Instances sharing a database share its secret key (the token is stored encrypted).
+    let vars = [
+        ("TELEGRAM_API_URL", tg.url.as_str()),
+        ("REDIS_URL", redis.as_str()),
+        ("NEXUS_REDIS_PREFIX", &prefix),
+        ("NEXUS_SECRET_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
+    ];
+    let a = Nexus::start(&db.url, &vars).await;
+    let b = Nexus::start(&db.url, &vars).await;
+    // Configured through one; the other applies it from the bus announcement.
+    let (status, _) =
+        a.put("/channels/telegram", json!({"enabled": true, "token": "7:shared", "allow_from": ["*"]})).await;
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (sa, sb) =
+            (a.get("/channels/telegram").await["status"].clone(), b.get("/channels/telegram").await["status"].clone());
+        let standby = |s: &Value| s["error"].as_str().is_some_and(|e| e.starts_with("standby"));
+        if (sa["connected"] == true && standby(&sb)) || (sb["connected"] == true && standby(&sa)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no single poller: {sa} / {sb}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..20 {
+        tg.private(5000 + i, "User", "hello");
+    }
+    tg.wait_total(20, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(tg.sent_count(), 20, "each message answered once");
+    assert_eq!(tg.conflicts(), 0, "two getUpdates ran at once");
+    a.stop().await;
+    b.stop().await;
+    crate::support::redis_cleanup(&prefix).await;
+}
