@@ -118,19 +118,8 @@ impl Bus for MemoryBus {
     }
 
     async fn enqueue(&self, queue: &str, payload: &str) -> Result<String, BusError> {
-        let now = now_ms();
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO bus_queue (queue, payload, visible_at, attempts, created_at) VALUES ($1, $2, $3, 0, $3)
-             RETURNING seq",
-        )
-        .bind(queue)
-        .bind(payload)
-        .bind(now)
-        .fetch_one(&mut *self.store.write().await?)
-        .await
-        .map_err(StoreError::from)?;
-        self.waker(queue).notify_waiters();
-        Ok(seq.to_string())
+        let ids = self.enqueue_batch(queue, &[payload.to_string()]).await?;
+        ids.into_iter().next().ok_or_else(|| BusError::Unavailable("the queue did not return the new item's id".into()))
     }
 
     async fn enqueue_batch(&self, queue: &str, payloads: &[String]) -> Result<Vec<String>, BusError> {
@@ -192,13 +181,7 @@ impl Bus for MemoryBus {
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<bool, BusError> {
-        let done = sqlx::query("DELETE FROM bus_queue WHERE seq = $1 AND receipt = $2")
-            .bind(parse_seq(delivery)?)
-            .bind(&delivery.receipt)
-            .execute(&mut *self.store.write().await?)
-            .await
-            .map_err(StoreError::from)?;
-        Ok(done.rows_affected() > 0)
+        Ok(self.ack_batch(std::slice::from_ref(delivery)).await? > 0)
     }
 
     async fn ack_batch(&self, deliveries: &[Delivery]) -> Result<usize, BusError> {

@@ -85,9 +85,8 @@ pub trait Bus: Send + Sync + 'static {
         queue: &str,
         visibility: Duration,
         wait: Duration,
-        max: usize,
+        _max: usize,
     ) -> Result<Vec<Delivery>, BusError> {
-        let _ = max;
         Ok(self.dequeue(queue, visibility, wait).await?.into_iter().collect())
     }
 

@@ -77,11 +77,7 @@ pub enum InboxError {
 /// Puts an inbound message on the durable queue. Adapters confirm the message to their platform
 /// only after this returned.
 pub async fn enqueue(state: &AppState, item: &InboxItem) -> Result<(), InboxError> {
-    let payload = serde_json::to_string(item).map_err(|e| StoreError::Data(e.to_string()))?;
-    state.bus.enqueue(QUEUE, &payload).await?;
-    metrics::counter!("nexus_channel_messages_total", "channel" => item.channel.clone(), "direction" => "in")
-        .increment(1);
-    Ok(())
+    enqueue_batch(state, std::slice::from_ref(item)).await
 }
 
 /// [`enqueue`] for several messages at once (a batch of updates from a platform), in order.

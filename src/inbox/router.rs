@@ -156,20 +156,19 @@ async fn chat_worker(hub: Arc<Hub>, seq: Shared, chat: String, acks: Acks, stop:
         let Some((item, permit)) = next else { return };
         let result = if stop.is_cancelled() { Err(InboxError::Shutdown) } else { process(&hub, &item, &stop).await };
         let deliveries = lock(&seq).in_flight.remove(&item.id).unwrap_or_default();
-        if result.is_ok() {
+        let Err(failure) = result else {
             let _ = acks.send((deliveries, permit));
             continue;
-        }
+        };
+        // Shutting down: give it back at once, the next start answers it.
+        let delay = if matches!(failure, InboxError::Shutdown) {
+            Duration::ZERO
+        } else {
+            tracing::warn!(item = %item.id, error = %failure, "inbox: answering failed; will retry");
+            Duration::from_secs(5)
+        };
         for delivery in deliveries {
-            let settled = match &result {
-                Ok(()) => Ok(()),
-                // Shutting down: give it back at once, the next start answers it.
-                Err(InboxError::Shutdown) => bus.nack(&delivery, Duration::ZERO).await,
-                Err(e) => {
-                    tracing::warn!(item = %item.id, error = %e, "inbox: answering failed; will retry");
-                    bus.nack(&delivery, Duration::from_secs(5)).await
-                }
-            };
+            let settled = bus.nack(&delivery, delay).await;
             if let Err(e) = settled {
                 tracing::warn!(item = %item.id, error = %e, "inbox: cannot settle a delivery; it will come back");
             }

@@ -6,15 +6,8 @@ use utoipa::ToSchema;
 
 use crate::config::Config;
 
-/// Model tiers, as in the seed system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    Flash,
-    Haiku,
-    Sonnet,
-    Opus,
-}
+/// Model tiers, as in the seed system: the brain's own.
+pub use crate::brain::Tier;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
